@@ -1,0 +1,58 @@
+"""LSTM initialisers, usable on cellstate.LSTM and torch.nn.LSTM parameters alike.
+
+Gate blocks are laid out i, f, g, o along the first dimension (each H rows).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+@torch.no_grad()
+def forget_bias_(bias: Tensor, hidden_size: int, value: float) -> Tensor:
+    """Add ``value`` to the forget-gate block of a (4H,) bias (Gers et al. 2000;
+    Jozefowicz et al. 2015 recommend 1): the cell starts by remembering."""
+    bias[hidden_size : 2 * hidden_size] += value
+    return bias
+
+
+@torch.no_grad()
+def chrono_(
+    bias_ih: Tensor,
+    bias_hh: Tensor,
+    hidden_size: int,
+    t_max: float,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Chrono initialisation (Tallec & Ollivier 2018): b_f ~ log U(1, t_max - 1), b_i = -b_f.
+
+    The forget gate then keeps information for a characteristic time between 1 and t_max steps.
+    The offsets go into ``bias_ih``; the i and f blocks of ``bias_hh`` are zeroed so that the
+    total bias is exactly the chrono value.
+    """
+    if not t_max > 2:
+        raise ValueError(f"t_max must be greater than 2 for chrono initialisation, got {t_max}")
+    H = hidden_size
+    u = torch.empty(H, dtype=torch.float64).uniform_(1.0, t_max - 1.0, generator=generator)
+    b_f = torch.log(u).to(bias_ih)
+    bias_ih[H : 2 * H] = b_f
+    bias_ih[:H] = -b_f
+    bias_hh[: 2 * H] = 0.0
+    return bias_ih, bias_hh
+
+
+@torch.no_grad()
+def orthogonal_recurrent_(weight_hh: Tensor, num_gates: int) -> Tensor:
+    """Make each gate's (H, P) block of a (num_gates*H, P) recurrent weight (semi-)orthogonal:
+    the recurrent Jacobian then neither shrinks nor grows signals at initialisation."""
+    for block in weight_hh.chunk(num_gates, 0):
+        nn.init.orthogonal_(block)
+    return weight_hh
+
+
+def uniform_bound(hidden_size: int) -> float:
+    """torch.nn.LSTM's init bound 1/sqrt(H)."""
+    return 1.0 / math.sqrt(hidden_size)
