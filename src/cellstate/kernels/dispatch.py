@@ -27,3 +27,8 @@ def select(backend: str, x: Tensor) -> ModuleType:
     """The backend module that runs a layer on input ``x`` under the requested ``backend``."""
     check_backend(backend)
     return reference
+
+
+def backend_status() -> dict[str, str]:
+    """Each concrete backend and whether it can run here (or why not), for ``cellstate info``."""
+    return {"reference": "available (pure PyTorch, any device)"}
