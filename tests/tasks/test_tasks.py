@@ -246,3 +246,15 @@ def test_paper_criteria(name: str, kind: str, beta: float | None, window: int | 
     criterion = make_task(name).criterion
     assert (criterion.kind, criterion.beta, criterion.window) == (kind, beta, window)
     assert criterion.test_size == (256 if kind == "test" else None)
+
+
+@pytest.mark.parametrize("name", ["adding", "reber"])
+def test_batch_to_moves_every_field(name: str) -> None:
+    batch = draw(small(name), 0, batch_size=4)
+    moved = batch.to("cpu")
+    assert moved is not batch
+    for field in ("inputs", "targets", "lengths", "mask"):
+        if getattr(batch, field) is None:
+            assert getattr(moved, field) is None
+        else:
+            assert torch.equal(getattr(moved, field), getattr(batch, field))
