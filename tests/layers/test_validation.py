@@ -1,0 +1,80 @@
+"""Bad variant settings, NaN isolation, dtypes: loud errors naming the argument."""
+
+import math
+
+import pytest
+import torch
+
+import cellstate
+
+BAD_VARIANTS = {
+    "zoneout 1": ({"zoneout": 1.0}, "zoneout"),
+    "zoneout negative": ({"zoneout": -0.1}, "zoneout"),
+    "zoneout triple": ({"zoneout": (0.1, 0.1, 0.1)}, "zoneout"),
+    "recurrent_dropout 1": ({"recurrent_dropout": 1.0}, "recurrent_dropout"),
+    "recurrent_dropout str": ({"recurrent_dropout": "0.1"}, "recurrent_dropout"),
+    "chrono without t_max": ({"init": "chrono"}, "t_max"),
+    "t_max too small": ({"init": "chrono", "t_max": 2}, "t_max"),
+    "t_max without chrono": ({"t_max": 100}, "t_max"),
+    "unknown init": ({"init": "xavier"}, "init"),
+    "unknown backend": ({"backend": "cuda-magic"}, "backend"),
+    "forget_bias without forget gate": ({"forget_gate": False, "forget_bias": 1.0}, "forget"),
+    "chrono without biases": ({"init": "chrono", "t_max": 10, "bias": False}, "bias"),
+    "peephole not bool": ({"peephole": 1}, "peephole"),
+    "forget_bias not a number": ({"forget_bias": "1"}, "forget_bias"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_VARIANTS))
+def test_bad_variant_settings_raise_value_error_naming_the_argument(case):
+    kwargs, name = BAD_VARIANTS[case]
+    with pytest.raises(ValueError, match=name):
+        cellstate.LSTM(3, 5, **kwargs)
+
+
+def test_rnn_rejects_unknown_backend():
+    with pytest.raises(ValueError, match="backend"):
+        cellstate.RNN(3, 5, backend="fast")
+
+
+@pytest.mark.parametrize("cls", (cellstate.LSTM, cellstate.RNN))
+def test_nan_in_one_sequence_stays_in_that_sequence(cls):
+    module = cls(3, 8, 2, bidirectional=True)
+    x = torch.randn(10, 4, 3)
+    x[5, 1, 0] = math.nan
+    output, final = module(x)[:2]
+    h_n = final[0] if isinstance(final, tuple) else final
+    assert output[:, 1].isnan().any() and h_n[:, 1].isnan().any()
+    others = [0, 2, 3]
+    assert not output[:, others].isnan().any() and not h_n[:, others].isnan().any()
+
+
+def test_bfloat16_runs_close_to_float32():
+    lstm = cellstate.LSTM(3, 16, 2)
+    x = torch.randn(20, 4, 3)
+    expected = lstm(x)[0]
+    got = lstm.to(torch.bfloat16)(x.to(torch.bfloat16))[0]
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), expected, rtol=0.05, atol=0.05)
+
+
+def test_initial_state_of_another_dtype_is_rejected():
+    lstm = cellstate.LSTM(3, 5)
+    h = torch.zeros(1, 2, 5, dtype=torch.float64)
+    with pytest.raises(ValueError, match="dtype"):
+        lstm(torch.randn(4, 2, 3), (h, h))
+
+
+def test_hx_must_be_a_pair():
+    with pytest.raises(TypeError, match="tuple"):
+        cellstate.LSTM(3, 5)(torch.randn(4, 2, 3), torch.zeros(1, 2, 5))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_reference_backend_on_cuda_matches_cpu():
+    torch.manual_seed(0)
+    cpu = cellstate.LSTM(3, 16, 2, bidirectional=True, peephole=True, layer_norm=True)
+    gpu = cellstate.LSTM(3, 16, 2, bidirectional=True, peephole=True, layer_norm=True).cuda()
+    gpu.load_state_dict(cpu.state_dict())
+    x = torch.randn(30, 4, 3)
+    torch.testing.assert_close(gpu(x.cuda())[0].cpu(), cpu(x)[0], rtol=1e-4, atol=1e-5)

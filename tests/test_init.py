@@ -1,0 +1,50 @@
+"""Initialisers: forget bias, chrono, orthogonal."""
+
+import math
+
+import torch
+
+import cellstate
+
+
+def test_forget_bias_is_an_offset_on_the_forget_block_only():
+    torch.manual_seed(0)
+    plain = cellstate.LSTM(3, 8, 2)
+    torch.manual_seed(0)
+    biased = cellstate.LSTM(3, 8, 2, forget_bias=1.0)
+    for layer in (0, 1):
+        diff = getattr(biased, f"bias_ih_l{layer}") - getattr(plain, f"bias_ih_l{layer}")
+        expected = torch.zeros(32)
+        expected[8:16] = 1.0
+        torch.testing.assert_close(diff, expected)
+        assert torch.equal(
+            getattr(biased, f"bias_hh_l{layer}"), getattr(plain, f"bias_hh_l{layer}")
+        )
+
+
+def test_chrono_biases():
+    lstm = cellstate.LSTM(2, 512, init="chrono", t_max=100)
+    b = lstm.bias_ih_l0 + lstm.bias_hh_l0
+    b_i, b_f = b[:512], b[512:1024]
+    assert (b_f >= 0).all() and (b_f <= math.log(99) + 1e-6).all()
+    torch.testing.assert_close(b_i, -b_f)
+    # log U(1, 99): the median of b_f is log(50)
+    assert abs(b_f.median().item() - math.log(50)) < 0.2
+
+
+def test_orthogonal_recurrent_blocks():
+    lstm = cellstate.LSTM(2, 16, init=("orthogonal", "chrono"), t_max=20)
+    for block in lstm.weight_hh_l0.chunk(4, 0):
+        torch.testing.assert_close(block.T @ block, torch.eye(16), atol=1e-5, rtol=0)
+    assert (lstm.bias_ih_l0[16:32] > 0).all()
+
+
+def test_reset_parameters_reapplies_the_variant_init():
+    lstm = cellstate.LSTM(2, 4, forget_bias=5.0, layer_norm=True)
+    with torch.no_grad():
+        for p in lstm.parameters():
+            p.fill_(10.0)
+    lstm.reset_parameters()
+    assert (lstm.bias_ih_l0[4:8] > 4).all() and (lstm.bias_ih_l0[:4].abs() <= 0.5).all()
+    assert torch.equal(lstm.layer_norm_ih_l0, torch.ones(16))
+    assert torch.equal(lstm.layer_norm_c_bias_l0, torch.zeros(4))
