@@ -1,0 +1,141 @@
+"""``cellstate lm``: train a character-level LSTM language model and sample from it.
+
+    cellstate lm train [--text PATH ...] [--hidden H] [--layers L] [--seq-len T] [--batch B]
+                       [--max-steps N] [--max-minutes M] [--out DIR] [--resume] ...
+    cellstate lm sample --checkpoint PATH [--prompt TEXT] [--length N] [--temperature X]
+
+Bad input (missing, empty or binary text, an unknown prompt character, a missing or foreign
+checkpoint, non-positive sizes) is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from cellstate.lm.corpus import DEFAULT_MAX_CHARS
+from cellstate.lm.sample import SampleConfig, sample, start_text
+from cellstate.lm.train import TrainConfig, build_model, load_data, load_lm_checkpoint, prepare
+from cellstate.lm.train import train as run_training
+
+USAGE_ERROR = 2
+DEFAULTS = TrainConfig()
+
+# (flag, field, type, help); every default is TrainConfig's, shown in the help.
+TRAIN_OPTIONS = (
+    ("--out", "out", str, "run directory"),
+    ("--hidden", "hidden", int, "LSTM hidden size H"),
+    ("--layers", "layers", int, "LSTM layers"),
+    ("--embed", "embed", int, "character embedding size"),
+    ("--dropout", "dropout", float, "dropout on the embedding, between layers, before the head"),
+    ("--model", "model", str, "cellstate, or torch: the same model on torch.nn.LSTM"),
+    ("--seq-len", "seq_len", int, "BPTT chunk length T (the state carries across chunks)"),
+    ("--batch", "batch", int, "parallel text streams B"),
+    ("--lr", "lr", float, "Adam learning rate"),
+    ("--clip", "clip", float, "gradient-norm clipping threshold"),
+    ("--seed", "seed", int, "random seed (weights, dropout)"),
+    ("--max-steps", "max_steps", int, "stop after this many steps in all"),
+    ("--max-minutes", "max_minutes", float, "stop after this much training time in all"),
+    ("--eval-every", "eval_every", int, "steps between validation runs"),
+    ("--eval-chars", "eval_chars", int, "validation characters evaluated"),
+    ("--checkpoint-every", "checkpoint_every", int, "steps between checkpoints"),
+    ("--max-chars", "max_chars", int, "cut the corpus at this many characters"),
+)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("lm", help="character-level LSTM language model")
+    commands = parser.add_subparsers(dest="lm_command", metavar="{train,sample}")
+    parser.set_defaults(func=lambda args: _usage(parser))
+
+    train = commands.add_parser(
+        "train",
+        help="train on text files (default: the Python standard library's sources)",
+        description="Train a character-level LSTM language model. Writes DIR/config.json, "
+        "DIR/checkpoint.pt (on SIGINT/SIGTERM too), DIR/metrics.jsonl and DIR/result.json.",
+    )
+    # SUPPRESS: an option left out is absent, so --resume can tell it from one given.
+    train.add_argument(
+        "--text",
+        dest="texts",
+        nargs="+",
+        action="extend",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="UTF-8 text files, concatenated (default: the standard library's .py sources, "
+        f"at most {DEFAULT_MAX_CHARS:,} characters)",
+    )
+    for flag, field, kind, text in TRAIN_OPTIONS:
+        train.add_argument(
+            flag,
+            dest=field,
+            type=kind,
+            default=argparse.SUPPRESS,
+            help=f"{text} (default: {getattr(DEFAULTS, field)})",
+        )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue DIR/checkpoint.pt exactly; only --max-steps, --max-minutes, --eval-every "
+        "and --checkpoint-every may change",
+    )
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(func=run_train)
+
+    sample_parser = commands.add_parser(
+        "sample", help="continue a prompt", description="Print the prompt and its continuation."
+    )
+    sample_parser.add_argument("--checkpoint", required=True, help="DIR/checkpoint.pt of a run")
+    sample_parser.add_argument("--prompt", help="text to continue (default: a new line)")
+    sample_parser.add_argument("--length", type=int, default=500, help="characters to write")
+    sample_parser.add_argument("--temperature", type=float, default=1.0, help="> 0; lower: safer")
+    sample_parser.add_argument("--seed", type=int, default=0, help="the same seed, the same text")
+    sample_parser.set_defaults(func=run_sample)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return USAGE_ERROR
+
+
+def _fail(command: str, error: Exception) -> int:
+    message = " ".join(str(error).split())  # one line, whatever the exception held
+    print(f"cellstate lm {command}: error: {message}", file=sys.stderr)
+    return USAGE_ERROR
+
+
+def run_train(args) -> int:
+    overrides = {field: getattr(args, field) for _, field, *_ in TRAIN_OPTIONS if field in args}
+    if "texts" in args:
+        overrides["texts"] = tuple(args.texts)
+    try:
+        config, resume_from = prepare(overrides, resume=args.resume)
+        data = load_data(config, resume_from)
+    except (ValueError, OSError) as error:  # CorpusError is a ValueError
+        return _fail("train", error)
+    result = run_training(config, data, resume_from, progress=False if args.no_progress else None)
+    if "interrupted" in result:
+        print(
+            f"stopped by {result['interrupted']} at step {result['steps']}; "
+            f"continue with: cellstate lm train --out {config.out} --resume",
+            file=sys.stderr,
+        )
+        return 128 + signal.Signals[result["interrupted"]].value
+    print(
+        f"step {result['steps']}: validation {result['val_bpc']:.4f} bits/char, "
+        f"{result['chars_per_second']:,.0f} chars/s; wrote {config.out}/result.json"
+    )
+    return 0
+
+
+def run_sample(args) -> int:
+    try:
+        config = SampleConfig(args.prompt, args.length, args.temperature, args.seed)
+        model, vocab = build_model(load_lm_checkpoint(args.checkpoint))
+        start_text(vocab, config.prompt)
+    except (ValueError, OSError) as error:  # FileNotFoundError is an OSError
+        return _fail("sample", error)
+    text = sample(model, vocab, config)
+    print((config.prompt or "") + text)
+    return 0

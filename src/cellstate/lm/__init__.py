@@ -1,0 +1,1 @@
+"""A character-level LSTM language model: corpus, model, training loop and sampling."""
