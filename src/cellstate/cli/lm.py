@@ -16,11 +16,22 @@ import sys
 
 from cellstate.lm.corpus import DEFAULT_MAX_CHARS
 from cellstate.lm.sample import SampleConfig, sample, start_text
-from cellstate.lm.train import TrainConfig, build_model, load_data, load_lm_checkpoint, prepare
+from cellstate.lm.train import (
+    DEFAULT_MAX_STEPS,
+    TrainConfig,
+    build_model,
+    load_data,
+    load_lm_checkpoint,
+    prepare,
+)
 from cellstate.lm.train import train as run_training
 
 USAGE_ERROR = 2
 DEFAULTS = TrainConfig()
+DEFAULTS_SHOWN = {
+    "max_steps": f"{DEFAULT_MAX_STEPS} unless --max-minutes is given",
+    "max_minutes": "no limit",
+}
 
 # (flag, field, type, help); every default is TrainConfig's, shown in the help.
 TRAIN_OPTIONS = (
@@ -72,7 +83,7 @@ def register(subparsers) -> None:
             dest=field,
             type=kind,
             default=argparse.SUPPRESS,
-            help=f"{text} (default: {getattr(DEFAULTS, field)})",
+            help=f"{text} (default: {DEFAULTS_SHOWN.get(field, getattr(DEFAULTS, field))})",
         )
     train.add_argument(
         "--resume",

@@ -21,6 +21,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 import cellstate
+from cellstate.kernels import dispatch
 from cellstate.lm.corpus import (
     DEFAULT_MAX_CHARS,
     Corpus,
@@ -34,6 +35,7 @@ from cellstate.training import checkpoint
 from cellstate.training.interrupt import GracefulStop
 
 CHECKPOINT_KIND = "cellstate-lm"
+DEFAULT_MAX_STEPS = 2000
 # What a resumed run may change: when to stop, evaluate and save. Everything else decides the
 # numbers and must match the checkpoint for the resume to be exact.
 RESUMABLE = frozenset({"out", "max_steps", "max_minutes", "eval_every", "checkpoint_every"})
@@ -57,7 +59,8 @@ def _positive_number(name: str, value: object, optional: bool = False) -> None:
 class TrainConfig:
     """A training run. It stops at ``max_steps`` or after ``max_minutes`` of training time
     (evaluation and checkpoint writes excluded, so that budgets compare models fairly),
-    whichever comes first. Empty ``texts``: the standard library's sources."""
+    whichever comes first; with neither, after DEFAULT_MAX_STEPS. Empty ``texts``: the
+    standard library's sources."""
 
     out: str = "runs/lm"
     texts: tuple[str, ...] = ()
@@ -72,7 +75,7 @@ class TrainConfig:
     lr: float = 2e-3
     clip: float = 1.0
     seed: int = 0
-    max_steps: int | None = 2000
+    max_steps: int | None = None
     max_minutes: float | None = None
     eval_every: int = 200
     eval_chars: int = 100_000
@@ -86,6 +89,8 @@ class TrainConfig:
             _positive_int(name, getattr(self, name))
         _positive_int("max_steps", self.max_steps, optional=True)
         _positive_number("max_minutes", self.max_minutes, optional=True)
+        if self.max_steps is None and self.max_minutes is None:
+            object.__setattr__(self, "max_steps", DEFAULT_MAX_STEPS)
         _positive_number("lr", self.lr)
         _positive_number("clip", self.clip)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
@@ -290,6 +295,7 @@ def train(
                 "python": platform.python_version(),
             },
             "threads": torch.get_num_threads(),
+            "backends": dispatch.backend_status(),
         },
     )
     print(

@@ -1,0 +1,154 @@
+"""Character language model: validation bits per character after a fixed training-time budget,
+the same model on cellstate.LSTM and on torch.nn.LSTM.
+
+Both run ``cellstate lm train`` in a fresh process, one after the other, with the same seed,
+text, sizes and budget (training time; evaluations and checkpoints are not counted). A faster
+kernel sees more text in the budget, which shows up as a lower bpc. Prints a markdown table and
+writes it, with the raw numbers, under --out::
+
+    .venv/bin/python benchmarks/lm.py --minutes 10 --out runs/bench-lm
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import cellstate
+from cellstate.kernels.dispatch import backend_status
+
+MODELS = ("cellstate", "torch")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per model")
+    parser.add_argument("--out", default="runs/bench-lm", help="directory for runs and table")
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--seq-len", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--eval-chars", type=int, default=100_000)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    return parser.parse_args(argv)
+
+
+def train_command(args: argparse.Namespace, model: str, out: Path) -> list[str]:
+    return [
+        *(sys.executable, "-m", "cellstate.cli.main", "lm", "train", "--no-progress"),
+        *("--model", model, "--out", str(out), "--max-minutes", str(args.minutes)),
+        *("--hidden", str(args.hidden), "--layers", str(args.layers)),
+        *("--seq-len", str(args.seq_len), "--batch", str(args.batch), "--lr", str(args.lr)),
+        *("--seed", str(args.seed), "--eval-every", str(args.eval_every)),
+        *("--eval-chars", str(args.eval_chars), "--checkpoint-every", "1000000"),
+    ]
+
+
+def bpc_at(metrics: list[dict], seconds: float) -> float | None:
+    """The last validation bpc measured within ``seconds`` of training time."""
+    before = [m for m in metrics if m["train_seconds"] <= seconds]
+    return before[-1]["val_bpc"] if before else None
+
+
+def run(args: argparse.Namespace, model: str, out: Path) -> dict:
+    if out.exists():
+        raise SystemExit(f"{out} exists; remove it or choose another --out")
+    started = time.perf_counter()
+    env = dict(os.environ)
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    subprocess.run(train_command(args, model, out), check=True, env=env)
+    result = json.loads((out / "result.json").read_text())
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    result["wall_seconds"] = time.perf_counter() - started
+    result["val_bpc_half_budget"] = bpc_at(metrics, args.minutes * 30)
+    result["curve"] = [(m["train_seconds"], m["val_bpc"]) for m in metrics]
+    return result
+
+
+def machine(args: argparse.Namespace) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": args.threads or torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cellstate": cellstate.__version__,
+        "git_commit": commit or "unknown",
+        "backends": backend_status(),
+    }
+
+
+def table(args: argparse.Namespace, results: dict[str, dict]) -> str:
+    half = f"{args.minutes / 2:g} min"
+    lines = [
+        f"| model | steps | chars/s | val bpc at {half} | val bpc at {args.minutes:g} min |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for model, r in results.items():
+        name = "cellstate.LSTM" if model == "cellstate" else "torch.nn.LSTM"
+        at_half = r["val_bpc_half_budget"]
+        lines.append(
+            f"| {name} | {r['steps']:,} | {r['chars_per_second']:,.0f} | "
+            f"{'-' if at_half is None else f'{at_half:.3f}'} | {r['val_bpc']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    command = "python benchmarks/lm.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    about = machine(args)
+    load_before = os.getloadavg()
+    results = {model: run(args, model, out / model) for model in args.models}
+    load_after = os.getloadavg()
+    text = table(args, results)
+    print(text)
+    print(f"machine: {about['cpu']}, {about['cores']} cores, {about['torch_threads']} threads")
+    print(f"backends: {about['backends']}")
+    print(f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}")
+    (out / "table.md").write_text(text + "\n")
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "command": command,
+                "args": vars(args),
+                "machine": about,
+                "load_average": {"before": load_before, "after": load_after},
+                "results": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
