@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 
 from cellstate.lm.corpus import DEFAULT_MAX_CHARS
 from cellstate.lm.sample import SampleConfig, sample, start_text
@@ -118,8 +119,8 @@ def _fail(command: str, error: Exception) -> int:
 
 def run_train(args) -> int:
     overrides = {field: getattr(args, field) for _, field, *_ in TRAIN_OPTIONS if field in args}
-    if "texts" in args:
-        overrides["texts"] = tuple(args.texts)
+    if "texts" in args:  # absolute, so that --resume finds them from anywhere
+        overrides["texts"] = tuple(str(Path(path).absolute()) for path in args.texts)
     try:
         config, resume_from = prepare(overrides, resume=args.resume)
         data = load_data(config, resume_from)
