@@ -1,19 +1,34 @@
 """The one place that chooses a backend.
 
 A backend is a module with ``lstm_layer`` and ``rnn_layer`` functions of the signatures in
-``cellstate.kernels.reference``. ``"auto"`` picks the fastest one that can run the call and
-says once, as a warning, why it fell back.
+``cellstate.kernels.reference``:
+
+* ``"reference"``: pure PyTorch, the spec; any device and dtype.
+* ``"cpu"``: the fused C++ kernel (``cellstate.kernels.cpu``) for CPU float32/float64 tensors,
+  compiled on first use. Raises RuntimeError naming the reason when it cannot run the call.
+* ``"auto"``: ``"cpu"`` where it can run, else the reference. Falling back because the kernel
+  cannot be built says so once, as a warning naming the reason; falling back for CUDA or
+  bfloat16/float16 input is silent, since the reference is the backend for those.
+
+Under ``torch.compile`` tracing nothing is built: the kernel is a custom op with a fake
+implementation, and it is built when the compiled code first runs.
 """
 
 from __future__ import annotations
 
+import warnings
 from types import ModuleType
 
+import torch
 from torch import Tensor
 
 from cellstate.kernels import reference
+from cellstate.kernels.cpu import build
+from cellstate.kernels.cpu import ops as cpu
 
-BACKENDS = ("auto", "reference")
+BACKENDS = ("auto", "reference", "cpu")
+
+_warned = False
 
 
 def check_backend(name: object) -> str:
@@ -26,9 +41,44 @@ def check_backend(name: object) -> str:
 def select(backend: str, x: Tensor) -> ModuleType:
     """The backend module that runs a layer on input ``x`` under the requested ``backend``."""
     check_backend(backend)
+    if backend == "reference":
+        return reference
+    reason = cpu.unsupported(x)
+    if reason is None:
+        reason = _cpu_build_failure(warn=backend == "auto")
+    if reason is None:
+        return cpu
+    if backend == "cpu":
+        raise RuntimeError(f"backend='cpu' cannot run this call: {reason}")
     return reference
 
 
+def _cpu_build_failure(warn: bool) -> str | None:
+    """Build (or load) the kernel once; the reason it failed, or None (warned about once)."""
+    global _warned
+    if build.is_loaded() or torch.compiler.is_compiling():
+        return build.failure()
+    try:
+        build.load()
+    except RuntimeError:
+        if warn and not _warned:
+            _warned = True
+            warnings.warn(
+                "cellstate: backend='auto' uses the reference backend because the CPU kernel "
+                f"cannot be built: {build.failure()}",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        return build.failure()
+    return None
+
+
 def backend_status() -> dict[str, str]:
-    """Each concrete backend and whether it can run here (or why not), for ``cellstate info``."""
-    return {"reference": "available (pure PyTorch, any device)"}
+    """Each concrete backend and whether it can run here (or why not), for ``cellstate info``.
+
+    Never compiles anything.
+    """
+    return {
+        "reference": "available (pure PyTorch, any device)",
+        "cpu": build.status(),
+    }

@@ -1,0 +1,1109 @@
+// The fused CPU kernels: one LSTM (or plain RNN) layer in one direction over a whole padded
+// sequence, forward in one call and a hand-written BPTT backward in one call. The equations,
+// and every variant, are those of kernels/reference.py (the spec); names follow it.
+//
+// Shapes: T time, B batch, D input, H hidden, P output (proj_size or H), G gate rows (4H; 3H
+// without a forget gate: rows i, g, o). Tensors are contiguous and row-major; a "row" is one
+// sequence at one step. Sequences are independent, so each thread runs the whole recurrence for
+// its own block of rows (one fork-join per call, not per step) and calls a single-threaded GEMM
+// for them; whole-sequence GEMMs (input projections, weight gradients) use BLAS threads.
+//
+// Saved for backward (forward with save=true): the activated gates (T, B, G), the cell before
+// zoneout c~_t (T, B, H), the cell state after zoneout (only with zoneout on c), and for layer
+// norm the normalised W_hh h (T, B, G) and per-row statistics (T, B, 5). h_{t-1} is the
+// output itself. The backward runs in chunks of steps so that its gradient buffers stay small
+// while the weight gradients are still large GEMMs.
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/zeros.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+extern "C" {
+// The BLAS linked into libtorch_cpu (MKL on x86 wheels), Fortran interface. Weak, so that a
+// torch build that does not export them still loads this library: gemm() then uses ATen.
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*,
+            const float*, const int*, const float*, const int*, const float*, float*,
+            const int*) __attribute__((weak));
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
+            const double*, const int*, const double*, const int*, const double*, double*,
+            const int*) __attribute__((weak));
+}
+
+namespace {
+
+constexpr double kLayerNormEps = 1e-5;  // reference.LAYER_NORM_EPS
+
+// ---- activations --------------------------------------------------------------------------
+// float32: branch-free, so that g++ vectorises the gate loops (scalar expf/tanhf cost ~20 ns
+// each). exp is Cephes' expf (range reduction by ln 2, degree-6 polynomial, ~1 ulp); tanh is
+// Cephes' odd polynomial below 0.625 and 1 - 2 / (exp(2|x|) + 1) above, so that the relative
+// error stays ~1e-7 near 0 too. float64 uses the exact std:: functions.
+
+namespace act {
+
+inline float exp_f32(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
+  // Adding 1.5 * 2^23 rounds x / ln 2 to the nearest integer n, held in the low mantissa bits.
+  const float shifted = x * 1.44269504088896341f + 12582912.0f;
+  const float n = shifted - 12582912.0f;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  int32_t bits;
+  std::memcpy(&bits, &shifted, sizeof bits);
+  bits = (bits - 0x4B400000 + 127) << 23;  // 2^n
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
+
+inline float tanh(float x) {
+  const float z = x * x;
+  float small = -5.70498872745e-3f;
+  small = small * z + 2.06390887954e-2f;
+  small = small * z - 5.37397155531e-2f;
+  small = small * z + 1.33314422036e-1f;
+  small = small * z - 3.33332819422e-1f;
+  small = small * z * x + x;
+  float ax = x < 0.0f ? -x : x;
+  ax = ax > 9.0f ? 9.0f : ax;  // tanh(9) rounds to 1 in float32
+  const float large = 1.0f - 2.0f / (exp_f32(2.0f * ax) + 1.0f);
+  const float signed_large = x < 0.0f ? -large : large;
+  return ax < 0.625f ? small : signed_large;
+}
+
+inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+inline double tanh(double x) { return std::tanh(x); }
+
+}  // namespace act
+
+// ---- GEMM ---------------------------------------------------------------------------------
+
+inline bool blas_gemm(char ta, char tb, int m, int n, int k, float alpha, const float* a, int lda,
+                      const float* b, int ldb, float beta, float* c, int ldc) {
+  if (!sgemm_) return false;
+  sgemm_(&ta, &tb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc);
+  return true;
+}
+
+inline bool blas_gemm(char ta, char tb, int m, int n, int k, double alpha, const double* a,
+                      int lda, const double* b, int ldb, double beta, double* c, int ldc) {
+  if (!dgemm_) return false;
+  dgemm_(&ta, &tb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc);
+  return true;
+}
+
+// Below this many multiply-adds a plain loop beats a BLAS call's fixed cost (the B = 1, small H
+// regime, where the per-step overhead is the whole cost).
+constexpr int64_t kSmallGemm = 8192;
+
+// Row-major C (m, n) = alpha op(A) op(B) + beta C; beta = 0 overwrites C.
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+          int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  if (m == 0 || n == 0 || (k == 0 && beta == T(1))) return;
+  if (!trans_a && !trans_b && alpha == T(1) && m * n * k <= kSmallGemm) {
+    for (int64_t r = 0; r < m; ++r) {
+      T* __restrict cr = c + r * ldc;
+      if (beta == T(0)) {
+        std::fill(cr, cr + n, T(0));
+      } else if (beta != T(1)) {
+        for (int64_t j = 0; j < n; ++j) cr[j] *= beta;
+      }
+      for (int64_t p = 0; p < k; ++p) {
+        const T ap = a[r * lda + p];
+        const T* __restrict bp = b + p * ldb;
+        for (int64_t j = 0; j < n; ++j) cr[j] += ap * bp[j];
+      }
+    }
+    return;
+  }
+  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
+  if (blas_gemm(trans_b ? 'T' : 'N', trans_a ? 'T' : 'N', int(n), int(m), int(k), alpha, b,
+                int(ldb), a, int(lda), beta, c, int(ldc))) {
+    return;
+  }
+  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  auto view = [&](const T* data, int64_t rows, int64_t cols, int64_t ld, bool trans) {
+    Tensor t = at::from_blob(const_cast<T*>(data), {trans ? cols : rows, trans ? rows : cols},
+                             {ld, 1}, options);
+    return trans ? t.t() : t;
+  };
+  Tensor out = at::from_blob(c, {m, n}, {ldc, 1}, options);
+  out.addmm_(view(a, m, k, lda, trans_a), view(b, k, n, ldb, trans_b), beta, alpha);
+}
+
+// ---- small helpers ------------------------------------------------------------------------
+
+template <typename T>
+const T* ptr(const OptTensor& t) {
+  return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
+}
+
+OptTensor contiguous(const OptTensor& t) {
+  if (!t.has_value() || !t->defined()) return std::nullopt;
+  return t->contiguous();
+}
+
+Tensor empty_like_shape(const Tensor& like, at::IntArrayRef shape) {
+  return at::empty(shape, like.options());
+}
+
+Tensor none_tensor(const Tensor& like) { return at::empty({0}, like.options()); }
+
+// A zoneout input: a 0/1 mask (T, B, X), or a 0-dim probability (evaluation), or absent.
+template <typename T>
+struct Zoneout {
+  const T* data = nullptr;
+  int64_t step = 0;  // elements per step (0 for the scalar, whose row is expanded)
+  Tensor storage;
+
+  Zoneout(const OptTensor& z, int64_t B, int64_t X) {
+    if (!z.has_value() || !z->defined()) return;
+    if (z->dim() == 0) {
+      storage = z->expand({B, X}).contiguous();  // one row per sequence, the same at every step
+    } else {
+      storage = z->contiguous();
+      step = B * X;
+    }
+    data = storage.data_ptr<T>();
+  }
+  explicit operator bool() const { return data != nullptr; }
+  const T* row(int64_t t, int64_t b, int64_t X) const { return data + t * step + b * X; }
+};
+
+// Per-row layer norm statistics over n values (two-pass, as accurate as torch's).
+template <typename T>
+inline void row_moments(const T* __restrict v, int64_t n, T& mean, T& rstd) {
+  T sum = 0;
+  for (int64_t j = 0; j < n; ++j) sum += v[j];
+  mean = sum / T(n);
+  T sq = 0;
+  for (int64_t j = 0; j < n; ++j) sq += (v[j] - mean) * (v[j] - mean);
+  rstd = T(1) / std::sqrt(sq / T(n) + T(kLayerNormEps));
+}
+
+// Layer norm backward for one row: dx = rstd (dy w - mean(dy w) - xhat mean(dy w xhat)), and
+// dw += dy xhat. dx may alias dy or xhat (each element is read before it is written).
+template <typename T>
+inline void row_layer_norm_backward(const T* dy, const T* xhat, const T* __restrict w, T rstd,
+                                    int64_t n, T* dx, T* __restrict dw) {
+  T s1 = 0, s2 = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const T dyw = dy[j] * w[j];
+    s1 += dyw;
+    s2 += dyw * xhat[j];
+    dw[j] += dy[j] * xhat[j];
+  }
+  s1 /= T(n);
+  s2 /= T(n);
+  for (int64_t j = 0; j < n; ++j) dx[j] = rstd * (dy[j] * w[j] - s1 - xhat[j] * s2);
+}
+
+// Per-thread accumulators for reductions done inside the parallel row loops (summed at the
+// end, in thread order, so a given thread count gives the same result every run).
+template <typename T>
+struct ThreadSums {
+  int64_t size;
+  std::vector<T> data;
+  explicit ThreadSums(int64_t n) : size(n), data(size_t(at::get_num_threads() * n), T(0)) {}
+  T* mine() { return data.data() + at::get_thread_num() * size; }
+  void add_to(T* out) const {
+    for (size_t k = 0; k < data.size(); ++k) out[k % size] += data[k];
+  }
+};
+
+// Split rows across threads only when a row's work per step outweighs the fork-join.
+int64_t row_grain(int64_t B, int64_t work_per_row) {
+  return B * work_per_row >= 32768 ? 1 : B;
+}
+
+bool valid(const int64_t* lengths, int64_t t, int64_t b) {
+  return lengths == nullptr || t < lengths[b];
+}
+
+// ============================================================================================
+// LSTM
+// ============================================================================================
+
+struct LSTMShape {
+  int64_t T, B, D, H, P, G;
+  bool forget_gate;
+  int64_t gi() const { return 0; }
+  int64_t gf() const { return H; }  // only with a forget gate
+  int64_t gg() const { return (forget_gate ? 2 : 1) * H; }
+  int64_t go() const { return (forget_gate ? 3 : 2) * H; }
+};
+
+// Layer-norm statistics saved per row: (mean, rstd) of W_ih x, rstd of W_hh h, (mean, rstd) of c.
+enum Stat { kMeanIH, kRstdIH, kRstdHH, kMeanC, kRstdC, kStats };
+
+template <typename T>
+struct LSTMParams {
+  const T* w_ih;          // (G, D)
+  const T* w_hh;          // (G, P)
+  Tensor w_hh_t_storage;  // (P, G): per-step GEMMs read W_hh^T row-major
+  const T* w_hh_t;
+  const T* w_hr;          // (P, H) or null
+  Tensor w_hr_t_storage;  // (H, P)
+  const T* w_hr_t;
+  Tensor bias_storage;    // (G,) b_ih + b_hh (zeros without biases)
+  const T* bias;
+  const T *w_ci, *w_cf, *w_co;             // (H,) peepholes or null
+  const T *ln_ih, *ln_hh, *ln_c_w, *ln_c_b;  // layer-norm gains (G, G, H) and bias (H) or null
+};
+
+struct LSTMTensors {
+  Tensor w_ih, w_hh;
+  OptTensor b_ih, b_hh, w_hr, w_ci, w_cf, w_co, ln_ih, ln_hh, ln_c_w, ln_c_b;
+};
+
+template <typename T>
+LSTMParams<T> lstm_params(LSTMTensors& p, const LSTMShape& s) {
+  LSTMParams<T> q;
+  p.w_ih = p.w_ih.contiguous();
+  p.w_hh = p.w_hh.contiguous();
+  for (OptTensor* t : {&p.b_ih, &p.b_hh, &p.w_hr, &p.w_ci, &p.w_cf, &p.w_co, &p.ln_ih, &p.ln_hh,
+                       &p.ln_c_w, &p.ln_c_b}) {
+    *t = contiguous(*t);
+  }
+  q.w_ih = p.w_ih.data_ptr<T>();
+  q.w_hh = p.w_hh.data_ptr<T>();
+  q.w_hh_t_storage = p.w_hh.t().contiguous();
+  q.w_hh_t = q.w_hh_t_storage.template data_ptr<T>();
+  q.w_hr = ptr<T>(p.w_hr);
+  q.w_hr_t = nullptr;
+  if (q.w_hr) {
+    q.w_hr_t_storage = p.w_hr->t().contiguous();
+    q.w_hr_t = q.w_hr_t_storage.template data_ptr<T>();
+  }
+  q.bias_storage = at::zeros({s.G}, p.w_ih.options());
+  if (p.b_ih) q.bias_storage += *p.b_ih;
+  if (p.b_hh) q.bias_storage += *p.b_hh;
+  q.bias = q.bias_storage.template data_ptr<T>();
+  q.w_ci = ptr<T>(p.w_ci);
+  q.w_cf = ptr<T>(p.w_cf);
+  q.w_co = ptr<T>(p.w_co);
+  q.ln_ih = ptr<T>(p.ln_ih);
+  q.ln_hh = ptr<T>(p.ln_hh);
+  q.ln_c_w = ptr<T>(p.ln_c_w);
+  q.ln_c_b = ptr<T>(p.ln_c_b);
+  return q;
+}
+
+// Runs f with compile-time flags for the two variants that change the gate loop itself, so
+// that each combination gets its own branch-free, vectorised loop.
+template <typename F>
+void with_cell(bool forget_gate, bool peephole, F&& f) {
+  using std::integral_constant;
+  if (forget_gate) {
+    if (peephole) f(integral_constant<bool, true>{}, integral_constant<bool, true>{});
+    else f(integral_constant<bool, true>{}, integral_constant<bool, false>{});
+  } else {
+    if (peephole) f(integral_constant<bool, false>{}, integral_constant<bool, true>{});
+    else f(integral_constant<bool, false>{}, integral_constant<bool, false>{});
+  }
+}
+
+// One row of the cell: a (G) pre-activations without bias -> activated gates, in place;
+// c_new = f c_prev + i g.
+template <typename T, bool FG, bool PEEP>
+inline void cell_forward_row(const LSTMShape& s, const LSTMParams<T>& q, T* __restrict a,
+                             const T* __restrict c_prev, T* __restrict c_new) {
+  const int64_t H = s.H;
+  T* __restrict ai = a + s.gi();
+  T* __restrict af = a + s.gf();
+  T* __restrict ag = a + s.gg();
+  T* __restrict ao = a + s.go();
+  const T* __restrict bi = q.bias + s.gi();
+  const T* __restrict bf = q.bias + s.gf();
+  const T* __restrict bg = q.bias + s.gg();
+  const T* __restrict bo = q.bias + s.go();
+  const T* __restrict w_ci = q.w_ci;
+  const T* __restrict w_cf = q.w_cf;
+  const T* __restrict w_co = q.w_co;
+  for (int64_t j = 0; j < H; ++j) {
+    const T cp = c_prev[j];
+    const T i = act::sigmoid(ai[j] + bi[j] + (PEEP ? w_ci[j] * cp : T(0)));
+    const T g = act::tanh(ag[j] + bg[j]);
+    T c;
+    if constexpr (FG) {
+      const T f = act::sigmoid(af[j] + bf[j] + (PEEP ? w_cf[j] * cp : T(0)));
+      af[j] = f;
+      c = f * cp + i * g;
+    } else {
+      c = cp + i * g;  // the constant error carousel of 1997
+    }
+    const T o = act::sigmoid(ao[j] + bo[j] + (PEEP ? w_co[j] * c : T(0)));
+    ai[j] = i;
+    ag[j] = g;
+    ao[j] = o;
+    c_new[j] = c;
+  }
+}
+
+template <typename T>
+std::vector<Tensor> lstm_forward_impl(const Tensor& x_, const Tensor& h0, const Tensor& c0,
+                                      LSTMTensors& tensors, const OptTensor& zoneout_h,
+                                      const OptTensor& zoneout_c, const OptTensor& mask_,
+                                      const OptTensor& lengths_, bool forget_gate,
+                                      bool return_states, bool save) {
+  const Tensor x = x_.contiguous();
+  LSTMShape s;
+  s.T = x.size(0);
+  s.B = x.size(1);
+  s.D = x.size(2);
+  s.G = tensors.w_ih.size(0);
+  s.P = tensors.w_hh.size(1);
+  s.forget_gate = forget_gate;
+  s.H = s.G / (forget_gate ? 4 : 3);
+  const auto [T_, B, D, H, P, G] = std::tuple{s.T, s.B, s.D, s.H, s.P, s.G};
+  const LSTMParams<T> q = lstm_params<T>(tensors, s);
+  const bool proj = q.w_hr != nullptr;
+  const bool any_ln = q.ln_ih || q.ln_hh || q.ln_c_w;
+  const Zoneout<T> zh(zoneout_h, B, P), zc(zoneout_c, B, H);
+  const OptTensor mask_c = contiguous(mask_);
+  const T* mask = ptr<T>(mask_c);  // (B, P) recurrent dropout
+  const OptTensor lengths_c = contiguous(lengths_);
+  const int64_t* lengths = lengths_c ? lengths_c->data_ptr<int64_t>() : nullptr;
+
+  Tensor output = empty_like_shape(x, {T_, B, P});
+  Tensor h_n = h0.contiguous().clone();  // (B, P): the running state, updated in place
+  Tensor c_n = c0.contiguous().clone();  // (B, H)
+  // gates is the workspace of the input projections, then holds the activated gates.
+  Tensor gates = empty_like_shape(x, {T_, B, G});
+  Tensor cells = save ? empty_like_shape(x, {T_, B, H}) : empty_like_shape(x, {B, H});
+  Tensor c_states = save && zc ? empty_like_shape(x, {T_, B, H}) : none_tensor(x);
+  Tensor ln_hw = q.ln_hh ? empty_like_shape(x, {save ? T_ : 1, B, G}) : none_tensor(x);
+  Tensor ln_stats = any_ln ? empty_like_shape(x, {save ? T_ : 1, B, kStats}) : none_tensor(x);
+  Tensor records = return_states ? empty_like_shape(x, {5, T_, B, H}) : none_tensor(x);
+  Tensor hh_buf = proj ? empty_like_shape(x, {B, H}) : none_tensor(x);      // o * tanh(c)
+  Tensor h_new_buf = empty_like_shape(x, {B, P});                            // before zoneout
+  Tensor h_in_buf = mask ? empty_like_shape(x, {B, P}) : none_tensor(x);    // h * mask
+
+  T* gates_p = gates.data_ptr<T>();
+  T* out_p = output.data_ptr<T>();
+  T* h_p = h_n.data_ptr<T>();
+  T* c_p = c_n.data_ptr<T>();
+  T* cells_p = cells.data_ptr<T>();
+  T* c_states_p = save && zc ? c_states.data_ptr<T>() : nullptr;
+  T* ln_hw_p = q.ln_hh ? ln_hw.data_ptr<T>() : nullptr;
+  T* stats_p = any_ln ? ln_stats.data_ptr<T>() : nullptr;
+  T* rec_p = return_states ? records.data_ptr<T>() : nullptr;
+  T* hh_p = proj ? hh_buf.data_ptr<T>() : h_new_buf.data_ptr<T>();
+  T* h_new_p = h_new_buf.data_ptr<T>();
+  T* h_in_p = mask ? h_in_buf.data_ptr<T>() : h_p;
+  const int64_t TBH = T_ * B * H;
+  // Saved tensors are indexed by step; their single-step scratch versions by step 0.
+  auto at_step = [&](int64_t t) { return save ? t : 0; };
+
+  // Every input projection in one GEMM: gates (T*B, G) = x (T*B, D) W_ih^T.
+  gemm<T>(false, true, T_ * B, G, D, T(1), x.data_ptr<T>(), D, q.w_ih, D, T(0), gates_p, G);
+  if (q.ln_ih) {
+    at::parallel_for(0, T_ * B, 64, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        T* a = gates_p + r * G;
+        T mean, rstd;
+        row_moments(a, G, mean, rstd);
+        for (int64_t j = 0; j < G; ++j) a[j] = (a[j] - mean) * rstd * q.ln_ih[j];
+        if (save) {
+          stats_p[r * kStats + kMeanIH] = mean;
+          stats_p[r * kStats + kRstdIH] = rstd;
+        }
+      }
+    });
+  }
+
+  const int64_t grain = row_grain(B, G * P + (proj ? H * P : 0) + 20 * H);
+  with_cell(forget_gate, q.w_ci != nullptr, [&](auto FG_, auto PEEP_) {
+    constexpr bool FG = decltype(FG_)::value;
+    constexpr bool PEEP = decltype(PEEP_)::value;
+    at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+      const int64_t nb = b1 - b0;
+      for (int64_t t = 0; t < T_; ++t) {
+        T* a_t = gates_p + t * B * G;
+        if (mask) {
+          for (int64_t k = b0 * P; k < b1 * P; ++k) h_in_p[k] = h_p[k] * mask[k];
+        }
+        // a += W_hh h_{t-1}, or its layer norm
+        if (q.ln_hh) {
+          T* hw = ln_hw_p + at_step(t) * B * G;
+          gemm<T>(false, false, nb, G, P, T(1), h_in_p + b0 * P, P, q.w_hh_t, G, T(0),
+                  hw + b0 * G, G);
+          for (int64_t b = b0; b < b1; ++b) {
+            if (!valid(lengths, t, b)) continue;
+            T* hw_b = hw + b * G;
+            T* a = a_t + b * G;
+            T mean, rstd;
+            row_moments(hw_b, G, mean, rstd);
+            for (int64_t j = 0; j < G; ++j) {
+              hw_b[j] = (hw_b[j] - mean) * rstd;
+              a[j] += q.ln_hh[j] * hw_b[j];
+            }
+            stats_p[(at_step(t) * B + b) * kStats + kRstdHH] = rstd;
+          }
+        } else {
+          gemm<T>(false, false, nb, G, P, T(1), h_in_p + b0 * P, P, q.w_hh_t, G, T(1),
+                  a_t + b0 * G, G);
+        }
+        // gates, c~_t and o * tanh(c~_t)
+        T* cells_t = cells_p + at_step(t) * B * H;
+        for (int64_t b = b0; b < b1; ++b) {
+          T* hh = hh_p + b * H;
+          if (!valid(lengths, t, b)) {
+            std::fill(hh, hh + H, T(0));  // keeps the projection GEMM below finite
+            continue;
+          }
+          T* a = a_t + b * G;
+          const T* c_prev = c_p + b * H;
+          T* c_new = cells_t + b * H;
+          cell_forward_row<T, FG, PEEP>(s, q, a, c_prev, c_new);
+          const T* o = a + s.go();
+          if (q.ln_c_w) {
+            T mean, rstd;
+            row_moments(c_new, H, mean, rstd);
+            for (int64_t j = 0; j < H; ++j) {
+              const T shown = (c_new[j] - mean) * rstd * q.ln_c_w[j] + (q.ln_c_b ? q.ln_c_b[j] : T(0));
+              hh[j] = o[j] * act::tanh(shown);
+            }
+            T* st = stats_p + (at_step(t) * B + b) * kStats;
+            st[kMeanC] = mean;
+            st[kRstdC] = rstd;
+          } else {
+            for (int64_t j = 0; j < H; ++j) hh[j] = o[j] * act::tanh(c_new[j]);
+          }
+        }
+        if (proj) {
+          gemm<T>(false, false, nb, P, H, T(1), hh_p + b0 * H, H, q.w_hr_t, P, T(0),
+                  h_new_p + b0 * P, P);
+        }
+        // zoneout, lengths, output and records
+        T* out_t = out_p + t * B * P;
+        for (int64_t b = b0; b < b1; ++b) {
+          T* out = out_t + b * P;
+          const bool ok = valid(lengths, t, b);
+          if (!ok) {
+            std::fill(out, out + P, T(0));
+          } else {
+            T* h = h_p + b * P;
+            const T* h_new = h_new_p + b * P;
+            if (zh) {
+              const T* z = zh.row(t, b, P);
+              for (int64_t j = 0; j < P; ++j) h[j] = z[j] * h[j] + (T(1) - z[j]) * h_new[j];
+            } else {
+              std::copy(h_new, h_new + P, h);
+            }
+            std::copy(h, h + P, out);
+            T* c = c_p + b * H;
+            const T* c_new = cells_t + b * H;
+            if (zc) {
+              const T* z = zc.row(t, b, H);
+              for (int64_t j = 0; j < H; ++j) c[j] = z[j] * c[j] + (T(1) - z[j]) * c_new[j];
+              if (c_states_p) std::copy(c, c + H, c_states_p + (t * B + b) * H);
+            } else {
+              std::copy(c_new, c_new + H, c);
+            }
+          }
+          if (rec_p) {
+            const int64_t row = (t * B + b) * H;
+            T* rec_c = rec_p + row;
+            T* rec_i = rec_p + TBH + row;
+            T* rec_f = rec_p + 2 * TBH + row;
+            T* rec_g = rec_p + 3 * TBH + row;
+            T* rec_o = rec_p + 4 * TBH + row;
+            if (!ok) {
+              for (T* r : {rec_c, rec_i, rec_f, rec_g, rec_o}) std::fill(r, r + H, T(0));
+              continue;
+            }
+            const T* a = a_t + b * G;
+            std::copy(c_p + b * H, c_p + (b + 1) * H, rec_c);
+            std::copy(a + s.gi(), a + s.gi() + H, rec_i);
+            if (forget_gate) {
+              std::copy(a + s.gf(), a + s.gf() + H, rec_f);
+            } else {
+              std::fill(rec_f, rec_f + H, T(1));
+            }
+            std::copy(a + s.gg(), a + s.gg() + H, rec_g);
+            std::copy(a + s.go(), a + s.go() + H, rec_o);
+          }
+        }
+      }
+    });
+  });
+  if (!save) {
+    gates = none_tensor(x);
+    cells = none_tensor(x);
+    ln_hw = none_tensor(x);
+    ln_stats = none_tensor(x);
+  }
+  return {output, h_n, c_n, records, gates, cells, c_states, ln_hw, ln_stats};
+}
+
+template <typename T>
+std::vector<Tensor> lstm_backward_impl(
+    const OptTensor& grad_output_, const OptTensor& grad_h_n, const OptTensor& grad_c_n,
+    const OptTensor& grad_records_, const Tensor& x_, const Tensor& h0_, const Tensor& c0_,
+    const Tensor& output_, const Tensor& gates_, const Tensor& cells_,
+    const OptTensor& c_states_, const OptTensor& ln_hw_, const OptTensor& ln_stats_,
+    LSTMTensors& tensors, bool has_bias, const OptTensor& zoneout_h, const OptTensor& zoneout_c,
+    const OptTensor& mask_, const OptTensor& lengths_, bool forget_gate, bool need_dx) {
+  const Tensor x = x_.contiguous(), h0 = h0_.contiguous(), c0 = c0_.contiguous();
+  const Tensor output = output_.contiguous(), gates = gates_.contiguous();
+  const Tensor cells = cells_.contiguous();
+  LSTMShape s;
+  s.T = x.size(0);
+  s.B = x.size(1);
+  s.D = x.size(2);
+  s.G = tensors.w_ih.size(0);
+  s.P = tensors.w_hh.size(1);
+  s.forget_gate = forget_gate;
+  s.H = s.G / (forget_gate ? 4 : 3);
+  const auto [T_, B, D, H, P, G] = std::tuple{s.T, s.B, s.D, s.H, s.P, s.G};
+  const LSTMParams<T> q = lstm_params<T>(tensors, s);
+  const bool proj = q.w_hr != nullptr;
+  const Zoneout<T> zh(zoneout_h, B, P), zc(zoneout_c, B, H);
+  const OptTensor mask_c = contiguous(mask_);
+  const T* mask = ptr<T>(mask_c);
+  const OptTensor lengths_c = contiguous(lengths_);
+  const int64_t* lengths = lengths_c ? lengths_c->data_ptr<int64_t>() : nullptr;
+  const OptTensor grad_output_c = contiguous(grad_output_);
+  const OptTensor grad_records_c = contiguous(grad_records_);
+  const OptTensor c_states_c = contiguous(c_states_);
+  const OptTensor ln_hw_c = contiguous(ln_hw_);
+  const OptTensor ln_stats_c = contiguous(ln_stats_);
+  const T* dout_p = ptr<T>(grad_output_c);
+  const T* drec_p = ptr<T>(grad_records_c);
+  const T* c_states_p = ptr<T>(c_states_c);
+  const T* ln_hw_p = ptr<T>(ln_hw_c);
+  const T* stats_p = ptr<T>(ln_stats_c);
+  const T* x_p = x.data_ptr<T>();
+  const T* h0_p = h0.data_ptr<T>();
+  const T* c0_p = c0.data_ptr<T>();
+  const T* out_p = output.data_ptr<T>();
+  const T* gates_p = gates.data_ptr<T>();
+  const T* cells_p = cells.data_ptr<T>();
+  const int64_t TBH = T_ * B * H;
+
+  // The running gradients w.r.t. the state after each step; end as dh0, dc0.
+  Tensor dh = grad_h_n ? grad_h_n->contiguous().clone() : at::zeros({B, P}, x.options());
+  Tensor dc = grad_c_n ? grad_c_n->contiguous().clone() : at::zeros({B, H}, x.options());
+  Tensor dx = need_dx ? empty_like_shape(x, {T_, B, D}) : none_tensor(x);
+  Tensor dw_ih = at::zeros({G, D}, x.options());
+  Tensor dw_hh = at::zeros({G, P}, x.options());
+  Tensor db = has_bias ? at::zeros({G}, x.options()) : none_tensor(x);
+  Tensor dw_hr = proj ? at::zeros({P, H}, x.options()) : none_tensor(x);
+  Tensor dpeep = at::zeros({3, H}, x.options());  // w_ci, w_cf, w_co
+  Tensor dln_ih = at::zeros({G}, x.options());
+  Tensor dln_hh = at::zeros({G}, x.options());
+  Tensor dln_c = at::zeros({2, H}, x.options());  // weight, bias
+  T* dh_p = dh.data_ptr<T>();
+  T* dc_p = dc.data_ptr<T>();
+
+  // Steps per chunk: enough rows for efficient weight-gradient GEMMs, few enough that the
+  // chunk's gradient buffers stay in the low megabytes.
+  const int64_t K = std::max<int64_t>(
+      1, std::min<int64_t>({T_, std::max<int64_t>(1, 4096 / B),
+                            std::max<int64_t>(1, (int64_t(1) << 21) / (B * G))}));
+  Tensor dA = empty_like_shape(x, {K, B, G});  // d pre-activations (after layer norm)
+  Tensor dHW = q.ln_hh ? empty_like_shape(x, {K, B, G}) : dA;  // d (W_hh h)
+  Tensor dHn = proj ? empty_like_shape(x, {K, B, P}) : none_tensor(x);  // d h~ (projected)
+  Tensor HH = proj ? empty_like_shape(x, {K, B, H}) : none_tensor(x);   // o * tanh(c)
+  Tensor h_in = mask ? empty_like_shape(x, {K * B, P}) : none_tensor(x);
+  Tensor xw = q.ln_ih ? empty_like_shape(x, {K * B, G}) : none_tensor(x);
+  Tensor dhh_buf = empty_like_shape(x, {B, H});   // d (o * tanh(c))
+  Tensor dcs_buf = empty_like_shape(x, {B, H});   // d tanh's input (times the LN gain)
+  Tensor dh_keep = empty_like_shape(x, {B, P});   // the zoneout share of dh
+  Tensor dh_in = empty_like_shape(x, {B, P});     // W_hh^T d a
+  Tensor ones = at::ones({K * B}, x.options());
+  T* dA_p = dA.data_ptr<T>();
+  T* dHW_p = dHW.data_ptr<T>();
+  T* dHn_p = proj ? dHn.data_ptr<T>() : nullptr;
+  T* HH_p = proj ? HH.data_ptr<T>() : nullptr;
+  T* dhh_p = dhh_buf.data_ptr<T>();
+  T* dcs_p = dcs_buf.data_ptr<T>();
+  T* dh_keep_p = dh_keep.data_ptr<T>();
+  T* dh_in_p = dh_in.data_ptr<T>();
+
+  ThreadSums<T> peep_sums(3 * H), ln_hh_sums(G), ln_c_sums(2 * H), ln_ih_sums(G);
+  const int64_t grain = row_grain(B, G * P + (proj ? H * P : 0) + 40 * H);
+
+  for (int64_t s1 = T_; s1 > 0; s1 -= K) {
+    const int64_t s0 = std::max<int64_t>(0, s1 - K);
+    const int64_t R = (s1 - s0) * B;  // rows in this chunk
+    with_cell(forget_gate, q.w_ci != nullptr, [&](auto FG_, auto PEEP_) {
+      constexpr bool FG = decltype(FG_)::value;
+      constexpr bool PEEP = decltype(PEEP_)::value;
+      at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+        const int64_t nb = b1 - b0;
+        T* peep_acc = peep_sums.mine();
+        T* ln_hh_acc = ln_hh_sums.mine();
+        T* ln_c_acc = ln_c_sums.mine();
+        for (int64_t t = s1 - 1; t >= s0; --t) {
+          const int64_t k = t - s0;
+          // 1. dh through zoneout into h~_t (and through the projection, below)
+          for (int64_t b = b0; b < b1; ++b) {
+            T* dhn = proj ? dHn_p + (k * B + b) * P : dhh_p + b * H;
+            if (!valid(lengths, t, b)) {
+              std::fill(dhn, dhn + P, T(0));
+              continue;
+            }
+            const T* dh_b = dh_p + b * P;
+            const T* dout = dout_p ? dout_p + (t * B + b) * P : nullptr;
+            T* keep = dh_keep_p + b * P;
+            const T* z = zh ? zh.row(t, b, P) : nullptr;
+            for (int64_t j = 0; j < P; ++j) {
+              const T dhz = dh_b[j] + (dout ? dout[j] : T(0));
+              keep[j] = z ? z[j] * dhz : T(0);
+              dhn[j] = z ? (T(1) - z[j]) * dhz : dhz;
+            }
+          }
+          if (proj) {
+            gemm<T>(false, false, nb, H, P, T(1), dHn_p + (k * B + b0) * P, P, q.w_hr, H, T(0),
+                    dhh_p + b0 * H, H);
+          }
+          // 2. through o * tanh(LN(c)), the cell and the gates
+          for (int64_t b = b0; b < b1; ++b) {
+            T* da = dA_p + (k * B + b) * G;
+            T* dhw = dHW_p + (k * B + b) * G;
+            T* hh = proj ? HH_p + (k * B + b) * H : nullptr;
+            if (!valid(lengths, t, b)) {
+              std::fill(da, da + G, T(0));
+              if (q.ln_hh) std::fill(dhw, dhw + G, T(0));
+              if (hh) std::fill(hh, hh + H, T(0));
+              continue;
+            }
+            const int64_t row = t * B + b;
+            const T* a = gates_p + row * G;
+            const T* gi = a + s.gi();
+            const T* gf = a + s.gf();
+            const T* gg = a + s.gg();
+            const T* go = a + s.go();
+            const T* c_new = cells_p + row * H;
+            const T* c_prev = t == 0 ? c0_p + b * H
+                              : c_states_p ? c_states_p + (row - B) * H
+                                           : cells_p + (row - B) * H;
+            const T* dhh = dhh_p + b * H;
+            T* dcs = dcs_p + b * H;
+            const T* drec = drec_p ? drec_p + row * H : nullptr;
+            T* __restrict dai = da + s.gi();
+            T* __restrict daf = da + s.gf();
+            T* __restrict dag = da + s.gg();
+            T* __restrict dao = da + s.go();
+            // d tanh's input and d o
+            if (q.ln_c_w) {
+              const T* st = stats_p + row * kStats;
+              const T mean = st[kMeanC], rstd = st[kRstdC];
+              T* dgain = ln_c_acc;
+              T* dbias = ln_c_acc + H;
+              for (int64_t j = 0; j < H; ++j) {
+                const T chat = (c_new[j] - mean) * rstd;
+                const T th = act::tanh(chat * q.ln_c_w[j] + (q.ln_c_b ? q.ln_c_b[j] : T(0)));
+                if (hh) hh[j] = go[j] * th;
+                const T d_o = dhh[j] * th + (drec ? drec[4 * TBH + j] : T(0));
+                dao[j] = d_o * go[j] * (T(1) - go[j]);
+                const T dy = dhh[j] * go[j] * (T(1) - th * th);
+                dgain[j] += dy * chat;
+                dbias[j] += dy;
+                dcs[j] = dy;
+              }
+              // through the layer norm of c: dcs becomes d c~ (the part through h)
+              T s_1 = 0, s_2 = 0;
+              for (int64_t j = 0; j < H; ++j) {
+                const T chat = (c_new[j] - mean) * rstd;
+                const T dyw = dcs[j] * q.ln_c_w[j];
+                s_1 += dyw;
+                s_2 += dyw * chat;
+              }
+              s_1 /= T(H);
+              s_2 /= T(H);
+              for (int64_t j = 0; j < H; ++j) {
+                const T chat = (c_new[j] - mean) * rstd;
+                dcs[j] = rstd * (dcs[j] * q.ln_c_w[j] - s_1 - chat * s_2);
+              }
+            } else {
+              for (int64_t j = 0; j < H; ++j) {
+                const T th = act::tanh(c_new[j]);
+                if (hh) hh[j] = go[j] * th;
+                const T d_o = dhh[j] * th + (drec ? drec[4 * TBH + j] : T(0));
+                dao[j] = d_o * go[j] * (T(1) - go[j]);
+                dcs[j] = dhh[j] * go[j] * (T(1) - th * th);
+              }
+            }
+            // d c~_t, the gates, and dc_{t-1}
+            T* dc_b = dc_p + b * H;
+            const T* z = zc ? zc.row(t, b, H) : nullptr;
+            const T* __restrict w_ci = q.w_ci;
+            const T* __restrict w_cf = q.w_cf;
+            const T* __restrict w_co = q.w_co;
+            T* dw_ci = peep_acc;
+            T* dw_cf = peep_acc + H;
+            T* dw_co = peep_acc + 2 * H;
+            for (int64_t j = 0; j < H; ++j) {
+              const T dcz = dc_b[j] + (drec ? drec[j] : T(0));
+              T dcn = (z ? (T(1) - z[j]) * dcz : dcz) + dcs[j];
+              if constexpr (PEEP) dcn += dao[j] * w_co[j];
+              const T di = dcn * gg[j] + (drec ? drec[TBH + j] : T(0));
+              const T dg = dcn * gi[j] + (drec ? drec[3 * TBH + j] : T(0));
+              const T da_i = di * gi[j] * (T(1) - gi[j]);
+              dai[j] = da_i;
+              dag[j] = dg * (T(1) - gg[j] * gg[j]);
+              T dcp = z ? z[j] * dcz : T(0);
+              if constexpr (FG) {
+                const T df = dcn * c_prev[j] + (drec ? drec[2 * TBH + j] : T(0));
+                const T da_f = df * gf[j] * (T(1) - gf[j]);
+                daf[j] = da_f;
+                dcp += dcn * gf[j];
+                if constexpr (PEEP) {
+                  dcp += da_f * w_cf[j];
+                  dw_cf[j] += da_f * c_prev[j];
+                }
+              } else {
+                dcp += dcn;
+              }
+              if constexpr (PEEP) {
+                dcp += da_i * w_ci[j];
+                dw_ci[j] += da_i * c_prev[j];
+                dw_co[j] += dao[j] * c_new[j];
+              }
+              dc_b[j] = dcp;
+            }
+            if (q.ln_hh) {
+              const T rstd = stats_p[row * kStats + kRstdHH];
+              row_layer_norm_backward(da, ln_hw_p + row * G, q.ln_hh, rstd, G, dhw, ln_hh_acc);
+            }
+          }
+          // 3. dh_{t-1} = W_hh^T d(W_hh h) (masked) + the zoneout share
+          gemm<T>(false, false, nb, P, G, T(1), dHW_p + (k * B + b0) * G, G, q.w_hh, P, T(0),
+                  dh_in_p + b0 * P, P);
+          for (int64_t b = b0; b < b1; ++b) {
+            if (!valid(lengths, t, b)) continue;
+            T* dh_b = dh_p + b * P;
+            const T* din = dh_in_p + b * P;
+            const T* keep = dh_keep_p + b * P;
+            const T* m = mask ? mask + b * P : nullptr;
+            for (int64_t j = 0; j < P; ++j) dh_b[j] = (m ? din[j] * m[j] : din[j]) + keep[j];
+          }
+        }
+      });
+    });
+
+    // Weight gradients of the chunk: GEMMs over all its rows.
+    // dW_hh += d(W_hh h)^T h_{t-1}, where h_{t-1} is h0 at t = 0 and the output before.
+    const T* h_prev = nullptr;
+    const T* dhw_rows = dHW_p;
+    int64_t rows = R;
+    if (mask) {
+      T* hp = h_in.data_ptr<T>();
+      for (int64_t t = s0; t < s1; ++t) {
+        const T* src = t == 0 ? h0_p : out_p + (t - 1) * B * P;
+        T* dst = hp + (t - s0) * B * P;
+        for (int64_t k = 0; k < B * P; ++k) dst[k] = src[k] * mask[k % (B * P)];
+      }
+      h_prev = hp;
+    } else if (s0 == 0) {
+      gemm<T>(true, false, G, P, B, T(1), dHW_p, G, h0_p, P, T(1), dw_hh.data_ptr<T>(), P);
+      h_prev = out_p;
+      dhw_rows = dHW_p + B * G;
+      rows = R - B;
+    } else {
+      h_prev = out_p + (s0 - 1) * B * P;
+    }
+    gemm<T>(true, false, G, P, rows, T(1), dhw_rows, G, h_prev, P, T(1), dw_hh.data_ptr<T>(), P);
+    if (has_bias) {
+      gemm<T>(true, false, G, 1, R, T(1), dA_p, G, ones.data_ptr<T>(), 1, T(1), db.data_ptr<T>(),
+              1);
+    }
+    if (proj) {
+      gemm<T>(true, false, P, H, R, T(1), dHn_p, P, HH_p, H, T(1), dw_hr.data_ptr<T>(), H);
+    }
+    // d(W_ih x): through the input layer norm (its input recomputed: one cheap GEMM)
+    const T* dxw = dA_p;
+    const T* x_rows = x_p + s0 * B * D;
+    if (q.ln_ih) {
+      T* xw_p = xw.data_ptr<T>();
+      gemm<T>(false, true, R, G, D, T(1), x_rows, D, q.w_ih, D, T(0), xw_p, G);
+      at::parallel_for(0, R, 64, [&](int64_t r0, int64_t r1) {
+        T* acc = ln_ih_sums.mine();
+        for (int64_t r = r0; r < r1; ++r) {
+          const T* st = stats_p + (s0 * B + r) * kStats;
+          T* xhat = xw_p + r * G;
+          for (int64_t j = 0; j < G; ++j) xhat[j] = (xhat[j] - st[kMeanIH]) * st[kRstdIH];
+          // xhat's row becomes d(W_ih x): read xhat before writing it, so use dA as dy
+          row_layer_norm_backward(dA_p + r * G, xhat, q.ln_ih, st[kRstdIH], G, xhat, acc);
+        }
+      });
+      dxw = xw_p;
+    }
+    gemm<T>(true, false, G, D, R, T(1), dxw, G, x_rows, D, T(1), dw_ih.data_ptr<T>(), D);
+    if (need_dx) {
+      gemm<T>(false, false, R, D, G, T(1), dxw, G, q.w_ih, D, T(0),
+              dx.data_ptr<T>() + s0 * B * D, D);
+    }
+  }
+
+  peep_sums.add_to(dpeep.data_ptr<T>());
+  ln_hh_sums.add_to(dln_hh.data_ptr<T>());
+  ln_c_sums.add_to(dln_c.data_ptr<T>());
+  ln_ih_sums.add_to(dln_ih.data_ptr<T>());
+  // Separate tensors, not views of one: custom-op outputs must not alias each other.
+  auto opt = [&](bool on, const Tensor& t) { return on ? t.clone() : none_tensor(x); };
+  return {dx,
+          dh,
+          dc,
+          dw_ih,
+          dw_hh,
+          db,
+          dw_hr,
+          opt(q.w_ci != nullptr, dpeep[0]),
+          opt(q.w_cf != nullptr, dpeep[1]),
+          opt(q.w_co != nullptr, dpeep[2]),
+          opt(q.ln_ih != nullptr, dln_ih),
+          opt(q.ln_hh != nullptr, dln_hh),
+          opt(q.ln_c_w != nullptr, dln_c[0]),
+          opt(q.ln_c_b != nullptr, dln_c[1])};
+}
+
+// ============================================================================================
+// RNN: h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)
+// ============================================================================================
+
+template <typename T, bool RELU>
+inline void rnn_activate_row(T* __restrict a, const T* __restrict bias, int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T v = a[j] + bias[j];
+    if constexpr (RELU) {
+      a[j] = v > T(0) ? v : T(0);
+    } else {
+      a[j] = act::tanh(v);
+    }
+  }
+}
+
+template <typename T>
+std::vector<Tensor> rnn_forward_impl(const Tensor& x_, const Tensor& h0, const Tensor& w_ih_,
+                                     const Tensor& w_hh_, const OptTensor& b_ih,
+                                     const OptTensor& b_hh, const OptTensor& lengths_, bool relu) {
+  const Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous();
+  const int64_t T_ = x.size(0), B = x.size(1), D = x.size(2), H = w_ih.size(0);
+  const Tensor w_hh_t = w_hh_.t().contiguous();  // (H, H) transposed for the per-step GEMM
+  Tensor bias = at::zeros({H}, x.options());
+  if (b_ih) bias += *b_ih;
+  if (b_hh) bias += *b_hh;
+  const OptTensor lengths_c = contiguous(lengths_);
+  const int64_t* lengths = lengths_c ? lengths_c->data_ptr<int64_t>() : nullptr;
+  Tensor output = empty_like_shape(x, {T_, B, H});  // also the workspace of W_ih x
+  Tensor h_n = h0.contiguous().clone();
+  T* out_p = output.data_ptr<T>();
+  T* h_p = h_n.data_ptr<T>();
+  const T* bias_p = bias.data_ptr<T>();
+  const T* w_hh_t_p = w_hh_t.data_ptr<T>();
+
+  gemm<T>(false, true, T_ * B, H, D, T(1), x.data_ptr<T>(), D, w_ih.data_ptr<T>(), D, T(0),
+          out_p, H);
+  auto run = [&](auto RELU_) {
+    constexpr bool RELU = decltype(RELU_)::value;
+    at::parallel_for(0, B, row_grain(B, H * H + 10 * H), [&](int64_t b0, int64_t b1) {
+      for (int64_t t = 0; t < T_; ++t) {
+        T* a_t = out_p + t * B * H;
+        gemm<T>(false, false, b1 - b0, H, H, T(1), h_p + b0 * H, H, w_hh_t_p, H, T(1),
+                a_t + b0 * H, H);
+        for (int64_t b = b0; b < b1; ++b) {
+          T* a = a_t + b * H;
+          if (!valid(lengths, t, b)) {
+            std::fill(a, a + H, T(0));
+            continue;
+          }
+          rnn_activate_row<T, RELU>(a, bias_p, H);
+          std::copy(a, a + H, h_p + b * H);
+        }
+      }
+    });
+  };
+  if (relu) run(std::integral_constant<bool, true>{});
+  else run(std::integral_constant<bool, false>{});
+  return {output, h_n};
+}
+
+template <typename T>
+std::vector<Tensor> rnn_backward_impl(const OptTensor& grad_output_, const OptTensor& grad_h_n,
+                                      const Tensor& x_, const Tensor& h0_, const Tensor& output_,
+                                      const Tensor& w_ih_, const Tensor& w_hh_,
+                                      const OptTensor& lengths_, bool relu, bool has_bias,
+                                      bool need_dx) {
+  const Tensor x = x_.contiguous(), h0 = h0_.contiguous(), output = output_.contiguous();
+  const Tensor w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
+  const int64_t T_ = x.size(0), B = x.size(1), D = x.size(2), H = w_ih.size(0);
+  const OptTensor lengths_c = contiguous(lengths_);
+  const int64_t* lengths = lengths_c ? lengths_c->data_ptr<int64_t>() : nullptr;
+  const OptTensor grad_output_c = contiguous(grad_output_);
+  const T* dout_p = ptr<T>(grad_output_c);
+  const T* out_p = output.data_ptr<T>();
+  const T* x_p = x.data_ptr<T>();
+  const T* w_hh_p = w_hh.data_ptr<T>();
+
+  Tensor dh = grad_h_n ? grad_h_n->contiguous().clone() : at::zeros({B, H}, x.options());
+  Tensor dx = need_dx ? empty_like_shape(x, {T_, B, D}) : none_tensor(x);
+  Tensor dw_ih = at::zeros({H, D}, x.options());
+  Tensor dw_hh = at::zeros({H, H}, x.options());
+  Tensor db = has_bias ? at::zeros({H}, x.options()) : none_tensor(x);
+  const int64_t K = std::max<int64_t>(
+      1, std::min<int64_t>({T_, std::max<int64_t>(1, 4096 / B),
+                            std::max<int64_t>(1, (int64_t(1) << 21) / (B * H))}));
+  Tensor dA = empty_like_shape(x, {K, B, H});
+  Tensor dh_in = empty_like_shape(x, {B, H});
+  Tensor ones = at::ones({K * B}, x.options());
+  T* dh_p = dh.data_ptr<T>();
+  T* dA_p = dA.data_ptr<T>();
+  T* dh_in_p = dh_in.data_ptr<T>();
+
+  for (int64_t s1 = T_; s1 > 0; s1 -= K) {
+    const int64_t s0 = std::max<int64_t>(0, s1 - K);
+    const int64_t R = (s1 - s0) * B;
+    at::parallel_for(0, B, row_grain(B, H * H + 10 * H), [&](int64_t b0, int64_t b1) {
+      for (int64_t t = s1 - 1; t >= s0; --t) {
+        T* da_t = dA_p + (t - s0) * B * H;
+        for (int64_t b = b0; b < b1; ++b) {
+          T* da = da_t + b * H;
+          if (!valid(lengths, t, b)) {
+            std::fill(da, da + H, T(0));
+            continue;
+          }
+          const T* h = out_p + (t * B + b) * H;
+          const T* dh_b = dh_p + b * H;
+          const T* dout = dout_p ? dout_p + (t * B + b) * H : nullptr;
+          for (int64_t j = 0; j < H; ++j) {
+            const T d = dh_b[j] + (dout ? dout[j] : T(0));
+            da[j] = relu ? (h[j] > T(0) ? d : T(0)) : d * (T(1) - h[j] * h[j]);
+          }
+        }
+        gemm<T>(false, false, b1 - b0, H, H, T(1), da_t + b0 * H, H, w_hh_p, H, T(0),
+                dh_in_p + b0 * H, H);
+        for (int64_t b = b0; b < b1; ++b) {
+          if (valid(lengths, t, b)) std::copy(dh_in_p + b * H, dh_in_p + (b + 1) * H, dh_p + b * H);
+        }
+      }
+    });
+    const T* dA_rows = dA_p;
+    const T* h_prev = s0 > 0 ? out_p + (s0 - 1) * B * H : out_p;
+    int64_t rows = R;
+    if (s0 == 0) {
+      gemm<T>(true, false, H, H, B, T(1), dA_p, H, h0.data_ptr<T>(), H, T(1),
+              dw_hh.data_ptr<T>(), H);
+      dA_rows = dA_p + B * H;
+      h_prev = out_p;
+      rows = R - B;
+    }
+    gemm<T>(true, false, H, H, rows, T(1), dA_rows, H, h_prev, H, T(1), dw_hh.data_ptr<T>(), H);
+    gemm<T>(true, false, H, D, R, T(1), dA_p, H, x_p + s0 * B * D, D, T(1), dw_ih.data_ptr<T>(),
+            D);
+    if (has_bias) {
+      gemm<T>(true, false, H, 1, R, T(1), dA_p, H, ones.data_ptr<T>(), 1, T(1), db.data_ptr<T>(),
+              1);
+    }
+    if (need_dx) {
+      gemm<T>(false, false, R, D, H, T(1), dA_p, H, w_ih.data_ptr<T>(), D, T(0),
+              dx.data_ptr<T>() + s0 * B * D, D);
+    }
+  }
+  return {dx, dh, dw_ih, dw_hh, db};
+}
+
+void check_inputs(const Tensor& x, std::initializer_list<const Tensor*> same) {
+  TORCH_CHECK(x.device().is_cpu(), "cellstate cpu kernel: tensors must be on the CPU");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "cellstate cpu kernel: float32 or float64 only, got ", x.scalar_type());
+  TORCH_CHECK(x.dim() == 3 && x.size(0) > 0 && x.size(1) > 0,
+              "cellstate cpu kernel: x must be (T, B, D) with T, B > 0");
+  for (const Tensor* t : same) {
+    TORCH_CHECK(t->scalar_type() == x.scalar_type() && t->device().is_cpu(),
+                "cellstate cpu kernel: every tensor must be a CPU ", x.scalar_type(), " tensor");
+  }
+}
+
+}  // namespace
+
+// ---- entry points (bound in bindings.cpp) -------------------------------------------------
+
+std::vector<Tensor> lstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0,
+                                 const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
+                                 const OptTensor& b_hh, const OptTensor& w_hr,
+                                 const OptTensor& w_ci, const OptTensor& w_cf,
+                                 const OptTensor& w_co, const OptTensor& ln_ih,
+                                 const OptTensor& ln_hh, const OptTensor& ln_c_weight,
+                                 const OptTensor& ln_c_bias, const OptTensor& zoneout_h,
+                                 const OptTensor& zoneout_c, const OptTensor& recurrent_mask,
+                                 const OptTensor& lengths, bool forget_gate, bool return_states,
+                                 bool save) {
+  check_inputs(x, {&h0, &c0, &w_ih, &w_hh});
+  LSTMTensors p{w_ih, w_hh, b_ih, b_hh, w_hr, w_ci, w_cf, w_co, ln_ih, ln_hh, ln_c_weight,
+                ln_c_bias};
+  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cellstate_lstm_forward", [&] {
+    return lstm_forward_impl<scalar_t>(x, h0, c0, p, zoneout_h, zoneout_c, recurrent_mask,
+                                       lengths, forget_gate, return_states, save);
+  });
+}
+
+std::vector<Tensor> lstm_backward(
+    const OptTensor& grad_output, const OptTensor& grad_h_n, const OptTensor& grad_c_n,
+    const OptTensor& grad_records, const Tensor& x, const Tensor& h0, const Tensor& c0,
+    const Tensor& output, const Tensor& gates, const Tensor& cells, const OptTensor& c_states,
+    const OptTensor& ln_hw, const OptTensor& ln_stats, const Tensor& w_ih, const Tensor& w_hh,
+    bool has_bias, const OptTensor& w_hr, const OptTensor& w_ci, const OptTensor& w_cf,
+    const OptTensor& w_co, const OptTensor& ln_ih, const OptTensor& ln_hh,
+    const OptTensor& ln_c_weight, const OptTensor& ln_c_bias, const OptTensor& zoneout_h,
+    const OptTensor& zoneout_c, const OptTensor& recurrent_mask, const OptTensor& lengths,
+    bool forget_gate, bool need_dx) {
+  check_inputs(x, {&h0, &c0, &w_ih, &w_hh, &output, &gates, &cells});
+  LSTMTensors p{w_ih, w_hh, std::nullopt, std::nullopt, w_hr, w_ci, w_cf, w_co, ln_ih, ln_hh,
+                ln_c_weight, ln_c_bias};
+  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cellstate_lstm_backward", [&] {
+    return lstm_backward_impl<scalar_t>(grad_output, grad_h_n, grad_c_n, grad_records, x, h0, c0,
+                                        output, gates, cells, c_states, ln_hw, ln_stats, p,
+                                        has_bias, zoneout_h, zoneout_c, recurrent_mask, lengths,
+                                        forget_gate, need_dx);
+  });
+}
+
+std::vector<Tensor> rnn_forward(const Tensor& x, const Tensor& h0, const Tensor& w_ih,
+                                const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
+                                const OptTensor& lengths, bool relu) {
+  check_inputs(x, {&h0, &w_ih, &w_hh});
+  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cellstate_rnn_forward", [&] {
+    return rnn_forward_impl<scalar_t>(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu);
+  });
+}
+
+std::vector<Tensor> rnn_backward(const OptTensor& grad_output, const OptTensor& grad_h_n,
+                                 const Tensor& x, const Tensor& h0, const Tensor& output,
+                                 const Tensor& w_ih, const Tensor& w_hh, const OptTensor& lengths,
+                                 bool relu, bool has_bias, bool need_dx) {
+  check_inputs(x, {&h0, &w_ih, &w_hh, &output});
+  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cellstate_rnn_backward", [&] {
+    return rnn_backward_impl<scalar_t>(grad_output, grad_h_n, x, h0, output, w_ih, w_hh, lengths,
+                                       relu, has_bias, need_dx);
+  });
+}
