@@ -1,0 +1,226 @@
+"""``cellstate compare``: the seed's claim, run and watched. Trains a plain RNN and an LSTM at each
+lag and shows where the RNN stops learning while the LSTM goes on.
+
+    cellstate compare                                  # the default demonstration (< 5 min)
+    cellstate compare --task adding --lengths 10,50,100,200 --max-sequences 100000
+
+Writes DIR/compare.json, DIR/compare.png and one run directory per (model, length).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from cellstate.cli.train import RUN_FILES  # noqa: E402
+from cellstate.training.config import (  # noqa: E402
+    MODELS,
+    ModelConfig,
+    RunConfig,
+    TaskConfig,
+    TrainingConfig,
+)
+from cellstate.training.trainer import Result, Trainer  # noqa: E402
+
+# Chosen by measurement (RESULTS.md, "cellstate compare"): on 2 cores the default run ends within
+# 5 minutes and the RNN fails at lags the LSTM solves.
+DEFAULT_TASK = "adding"
+DEFAULT_LENGTHS = (10, 20, 50, 100)
+DEFAULT_BUDGET = 30_000
+DEFAULT_HIDDEN = 32
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="train an RNN and an LSTM at each lag; table, compare.json and a plot",
+        description="Train a plain RNN and an LSTM on one task at several lags and compare "
+        "the training sequences each needs to meet the paper's criterion.",
+    )
+    parser.add_argument("--task", default=DEFAULT_TASK)
+    parser.add_argument(
+        "--lengths",
+        default=",".join(map(str, DEFAULT_LENGTHS)),
+        help="comma-separated lags T (default %(default)s)",
+    )
+    parser.add_argument("--models", default=",".join(("rnn", "lstm")), help="default rnn,lstm")
+    parser.add_argument("--hidden", type=int, default=DEFAULT_HIDDEN)
+    parser.add_argument(
+        "--max-sequences", type=int, default=DEFAULT_BUDGET, help="budget of each run"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--test-size", type=int, default=2560)
+    parser.add_argument("--out", help="output directory (default runs/compare-YYYYmmdd-HHMMSS)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def _error(message: str) -> int:
+    print(f"cellstate compare: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _parse_list(text: str, name: str, convert) -> list:
+    try:
+        items = [convert(item.strip()) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise ValueError(f"--{name}: expected a comma-separated list, got {text!r}") from None
+    if not items:
+        raise ValueError(f"--{name}: empty list")
+    return items
+
+
+def build_configs(args: argparse.Namespace) -> list[RunConfig]:
+    """One RunConfig per (length, model), in the order they run (ValueError on bad arguments)."""
+    lengths = _parse_list(args.lengths, "lengths", int)
+    models = _parse_list(args.models, "models", str)
+    for model in models:
+        if model not in MODELS:
+            raise ValueError(f"--models: unknown model {model!r}; known: {', '.join(MODELS)}")
+    budget = args.max_sequences
+    return [
+        RunConfig(
+            TaskConfig(args.task, length),
+            ModelConfig(kind=model, hidden=args.hidden),
+            TrainingConfig(
+                max_sequences=budget,
+                # A few evaluations per run, and the criterion still checked after every batch.
+                eval_every=max(1, budget // 4),
+                checkpoint_every=budget,
+                seed=args.seed,
+                test_size=args.test_size,
+            ),
+        )
+        for length in lengths
+        for model in models
+    ]
+
+
+def table(results: list[Result]) -> str:
+    """The comparison as a fixed-width text table."""
+    rows = [f"{'length':>6}  {'model':<5}  {'solved':<6}  {'sequences':>9}  {'wrong':>9}  seconds"]
+    for r in results:
+        rows.append(
+            f"{r.length if r.length is not None else '-':>6}  {r.model:<5}  "
+            f"{'yes' if r.solved else 'no':<6}  {r.sequences:>9,}  "
+            f"{f'{r.wrong}/{r.test_size}':>9}  {r.seconds:7.1f}"
+        )
+    return "\n".join(rows)
+
+
+def verdict(results: list[Result]) -> str:
+    """One line: the longest lag each model solved, and where the RNN failed but the LSTM not."""
+    solved = {m: [r.length for r in results if r.model == m and r.solved] for m in MODELS}
+    parts = [
+        f"{m.upper()} solved up to T={max(solved[m])}" if solved[m] else f"{m.upper()} solved none"
+        for m in MODELS
+        if any(r.model == m for r in results)
+    ]
+    by_length: dict = {}
+    for r in results:
+        by_length.setdefault(r.length, {})[r.model] = r.solved
+    gap = [T for T, s in by_length.items() if s.get("lstm") and s.get("rnn") is False]
+    if gap:
+        parts.append(f"the RNN fails where the LSTM succeeds at T={', '.join(map(str, gap))}")
+    return "; ".join(parts)
+
+
+def plot(results: list[Result], path: Path, task: str) -> None:
+    """Sequences to solve (hollow markers: budget spent, not solved) and final test error
+    against the lag, one line per model."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for model, colour in (("rnn", "tab:red"), ("lstm", "tab:blue")):
+        runs = sorted((r for r in results if r.model == model), key=lambda r: r.length or 0)
+        if not runs:
+            continue
+        lengths = [r.length for r in runs]
+        left.plot(lengths, [r.sequences for r in runs], color=colour, label=model.upper())
+        for r in runs:
+            left.scatter(
+                r.length,
+                r.sequences,
+                color=colour,
+                facecolors=colour if r.solved else "none",
+                zorder=3,
+            )
+        right.plot(lengths, [r.test_error for r in runs], "o-", color=colour, label=model.upper())
+    left.set(
+        xscale="log",
+        yscale="log",
+        xlabel="lag T",
+        ylabel="training sequences",
+        title=f"{task}: sequences to solve (hollow: not solved)",
+    )
+    right.set(
+        xscale="log", xlabel="lag T", ylabel="test error (fraction wrong)", ylim=(-0.02, 1.02)
+    )
+    right.set_title(f"{task}: final test error")
+    for ax in (left, right):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(out: Path, summary: dict, results: list[Result]) -> list[Path]:
+    """Everything compare writes from its results. The single place to add a report."""
+    data_path, plot_path = out / "compare.json", out / "compare.png"
+    data_path.write_text(json.dumps(summary, indent=2) + "\n")
+    plot(results, plot_path, summary["task"])
+    return [data_path, plot_path]
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        configs = build_configs(args)
+    except ValueError as error:
+        return _error(str(error))
+    out = Path(args.out or time.strftime("runs/compare-%Y%m%d-%H%M%S"))
+    print(
+        f"compare: {configs[0].task.name}, {len(configs)} runs of at most "
+        f"{args.max_sequences:,} sequences each -> {out}"
+    )
+    results, runs = [], []
+    start = time.perf_counter()
+    for i, config in enumerate(configs, 1):
+        name = f"{config.model.kind}-T{config.task.length}"
+        run_dir = out / name
+        for file in RUN_FILES:  # compare always starts its runs afresh
+            (run_dir / file).unlink(missing_ok=True)
+        label = f"[{i}/{len(configs)}] {config.model.kind.upper()} T={config.task.length}"
+        result = Trainer(config, run_dir, progress=not args.quiet, description=label).run()
+        if result is None:  # interrupted: the finished runs are still worth writing
+            break
+        results.append(result)
+        runs.append({"dir": name, "config": config.to_dict(), "result": asdict(result)})
+        outcome = "solved" if result.solved else "not solved"
+        print(
+            f"{label}: {outcome} after {result.sequences:,} sequences, "
+            f"{result.wrong}/{result.test_size} test wrong, {result.seconds:.1f} s",
+            flush=True,
+        )
+    if not results:
+        return 130
+    summary = {
+        "task": configs[0].task.name,
+        "lengths": sorted({r.length for r in results}),
+        "seconds": round(time.perf_counter() - start, 1),
+        "verdict": verdict(results),
+        "runs": runs,
+    }
+    paths = write_outputs(out, summary, results)
+    print()
+    print(table(results))
+    print(summary["verdict"])
+    print(f"wrote {', '.join(map(str, paths))} ({summary['seconds']:.0f} s)")
+    return 0 if len(results) == len(configs) else 130

@@ -1,0 +1,81 @@
+"""`cellstate train`: the run directory's files, result.json's keys, bad arguments -> exit 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cellstate.cli.main import main
+
+TINY = ["--length", "11", "--hidden", "4", "--batch-size", "8", "--test-size", "64", "--quiet"]
+RESULT_KEYS = {
+    "task",
+    "length",
+    "model",
+    "solved",
+    "sequences",
+    "test_error",
+    "wrong",
+    "seconds",
+    "params_sha256",
+}
+
+
+@pytest.mark.parametrize("model", ["lstm", "rnn"])
+def test_train_writes_the_run_files(tmp_path, capsys, model):
+    out = tmp_path / "run"
+    argv = ["train", "--task", "adding", "--model", model, *TINY, "--max-sequences", "48"]
+    assert main([*argv, "--eval-every", "16", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.pt",
+        "config.json",
+        "metrics.jsonl",
+        "result.json",
+    ]
+    result = json.loads((out / "result.json").read_text())
+    assert RESULT_KEYS <= set(result)
+    assert (result["task"], result["length"], result["model"]) == ("adding", 11, model)
+    assert result["sequences"] == 48 and result["solved"] is False
+    assert 0 <= result["wrong"] <= 64 and result["test_error"] == result["wrong"] / 64
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["kind"] == model and config["training"]["max_sequences"] == 48
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [line["sequences"] for line in lines] == [16, 32, 48]
+    assert "adding T=11" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--task", "nope"], "unknown task 'nope'"),
+        (["--length", "-3"], "task.length"),
+        (["--hidden", "0"], "model.hidden"),
+        (["--lr", "-1"], "training.lr"),
+        (["--clip", "-0.5"], "training.clip"),
+        (["--model", "rnn", "--init", "chrono"], "model.init"),
+        (["--task", "reber", "--length", "5"], "takes no length"),
+        (["--resume"], "no checkpoint"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, flags, message):
+    assert main(["train", *flags, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_bad_arguments_from_the_shell_have_no_traceback(tmp_path):
+    command = [sys.executable, "-m", "cellstate.cli.main", "train", "--length", "-5"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "task.length" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_refuses_to_overwrite_a_run_without_resume_or_force(tmp_path, capsys):
+    argv = ["train", *TINY, "--max-sequences", "8", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert main(argv) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main([*argv, "--force"]) == 0
+    assert main([*argv[:-2], "--lr", "0.5", "--out", str(tmp_path), "--resume"]) == 2
+    assert "training.lr" in capsys.readouterr().err

@@ -1,0 +1,74 @@
+"""Config validation: every bad field is named in the ValueError; the resolved form round-trips."""
+
+import pytest
+
+from cellstate.training.config import (
+    ModelConfig,
+    RunConfig,
+    TaskConfig,
+    TrainingConfig,
+    resolve_t_max,
+)
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: TaskConfig("no-such-task"), "task.name"),
+        (lambda: TaskConfig("adding", -5), "task.length"),
+        (lambda: TaskConfig("adding", 5), "task.length"),  # adding needs T >= 11
+        (lambda: TaskConfig("reber", 10), "task.length"),  # reber takes no length
+        (lambda: ModelConfig(kind="gru"), "model.kind"),
+        (lambda: ModelConfig(hidden=0), "model.hidden"),
+        (lambda: ModelConfig(init="xavier"), "model.init"),
+        (lambda: ModelConfig(kind="rnn", init="chrono"), "model.init"),
+        (lambda: ModelConfig(init="default", t_max=100.0), "model.t_max"),
+        (lambda: ModelConfig(t_max=1.0), "model.t_max"),
+        (lambda: ModelConfig(output="tanh"), "model.output"),
+        (lambda: ModelConfig(dtype="float16"), "model.dtype"),
+        (lambda: TrainingConfig(optimizer="rmsprop"), "training.optimizer"),
+        (lambda: TrainingConfig(lr=0.0), "training.lr"),
+        (lambda: TrainingConfig(lr=float("nan")), "training.lr"),
+        (lambda: TrainingConfig(momentum=0.9), "training.momentum"),  # Adam has no momentum
+        (lambda: TrainingConfig(optimizer="sgd", momentum=1.0), "training.momentum"),
+        (lambda: TrainingConfig(batch_size=0), "training.batch_size"),
+        (lambda: TrainingConfig(batch_size=True), "training.batch_size"),
+        (lambda: TrainingConfig(clip=-1.0), "training.clip"),
+        (lambda: TrainingConfig(max_sequences=0), "training.max_sequences"),
+        (lambda: TrainingConfig(eval_every=0), "training.eval_every"),
+        (lambda: TrainingConfig(seed=-1), "training.seed"),
+        (lambda: TrainingConfig(device="tpu"), "training.device"),
+    ],
+)
+def test_bad_field_is_named(make, field):
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        make()
+
+
+def test_test_set_large_enough_for_the_criterion():
+    with pytest.raises(ValueError, match=r"training\.test_size"):
+        RunConfig(TaskConfig("reber"), training=TrainingConfig(test_size=100))
+
+
+def test_defaults_are_valid_and_resolved():
+    config = RunConfig(TaskConfig("adding", 100))
+    assert config.model.init == "chrono"
+    assert config.model.t_max == resolve_t_max(config.task.build()) == 140.0
+    assert ModelConfig(kind="rnn").init == "default"
+
+
+def test_round_trip_through_dict():
+    config = RunConfig(
+        TaskConfig("temporal-order", 50),
+        ModelConfig(kind="rnn", hidden=7, init="orthogonal"),
+        TrainingConfig(optimizer="sgd", lr=0.5, momentum=0.9, clip=0.0, seed=3),
+    )
+    assert RunConfig.from_dict(config.to_dict()) == config
+
+
+def test_differences_ignore_the_budget():
+    a = RunConfig(training=TrainingConfig(max_sequences=100, checkpoint_every=10))
+    b = RunConfig(training=TrainingConfig(max_sequences=900, checkpoint_every=30))
+    assert a.differences(b) == []
+    c = RunConfig(model=ModelConfig(hidden=8), training=TrainingConfig(lr=0.5))
+    assert a.differences(c) == ["model.hidden", "training.lr"]
