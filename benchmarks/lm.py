@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 import cellstate
-from cellstate.kernels.dispatch import backend_status
+from cellstate.kernels import dispatch
+from cellstate.lm.train import TrainConfig
 
 MODELS = ("cellstate", "torch")
 
@@ -100,7 +101,9 @@ def machine(args: argparse.Namespace) -> dict:
         "torch": torch.__version__,
         "cellstate": cellstate.__version__,
         "git_commit": commit or "unknown",
-        "backends": backend_status(),
+        "backends": dispatch.backend_status(),
+        # Thread settings change CPU timings a lot on a shared machine; keep them with the numbers.
+        "environment": {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "MKL_"))},
     }
 
 
@@ -124,14 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     command = "python benchmarks/lm.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    about = machine(args)
+    # Build (or load) the CPU kernel here, so that compiling it is not counted as training time;
+    # and say which backend "auto" runs on a (T, B, E) float32 CPU input.
+    x = torch.zeros(args.seq_len, args.batch, TrainConfig().embed)  # (T, B, E)
+    auto = dispatch.select("auto", x).__name__
+    about = {**machine(args), "auto_backend": auto}
     load_before = os.getloadavg()
     results = {model: run(args, model, out / model) for model in args.models}
     load_after = os.getloadavg()
     text = table(args, results)
     print(text)
     print(f"machine: {about['cpu']}, {about['cores']} cores, {about['torch_threads']} threads")
-    print(f"backends: {about['backends']}")
+    print(f"backend='auto' runs {auto}; backends: {about['backends']}")
     print(f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}")
     (out / "table.md").write_text(text + "\n")
     (out / "results.json").write_text(
