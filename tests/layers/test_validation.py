@@ -68,13 +68,3 @@ def test_initial_state_of_another_dtype_is_rejected():
 def test_hx_must_be_a_pair():
     with pytest.raises(TypeError, match="tuple"):
         cellstate.LSTM(3, 5)(torch.randn(4, 2, 3), torch.zeros(1, 2, 5))
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
-def test_reference_backend_on_cuda_matches_cpu():
-    torch.manual_seed(0)
-    cpu = cellstate.LSTM(3, 16, 2, bidirectional=True, peephole=True, layer_norm=True)
-    gpu = cellstate.LSTM(3, 16, 2, bidirectional=True, peephole=True, layer_norm=True).cuda()
-    gpu.load_state_dict(cpu.state_dict())
-    x = torch.randn(30, 4, 3)
-    torch.testing.assert_close(gpu(x.cuda())[0].cpu(), cpu(x)[0], rtol=1e-4, atol=1e-5)
