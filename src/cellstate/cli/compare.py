@@ -22,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from cellstate.cli.train import RUN_FILES  # noqa: E402
+from cellstate.report.html import write_report  # noqa: E402
 from cellstate.training.config import (  # noqa: E402
     MODELS,
     ModelConfig,
@@ -177,7 +178,7 @@ def write_outputs(out: Path, summary: dict, results: list[Result]) -> list[Path]
     data_path, plot_path = out / "compare.json", out / "compare.png"
     data_path.write_text(json.dumps(summary, indent=2) + "\n")
     plot(results, plot_path, summary["task"])
-    return [data_path, plot_path]
+    return [data_path, plot_path, write_report(out)]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -44,8 +44,11 @@ def _positive(values) -> list[float]:
     return [v if v > 0 and math.isfinite(v) else math.nan for v in map(float, values)]
 
 
-def _colour(label: str) -> str | None:
-    return next((c for kind, c in COLOURS.items() if label.lower().startswith(kind)), None)
+def _style(label: str) -> dict:
+    """Colour by model kind (the label's first word); a model at initialisation drawn fainter
+    than the trained one."""
+    colour = next((c for kind, c in COLOURS.items() if label.lower().startswith(kind)), None)
+    return {"color": colour, "alpha": 0.45 if "init" in label else 1.0}
 
 
 def gradient_flow_figure(flows: dict[str, GradientFlow], title: str = "") -> Figure:
@@ -58,10 +61,10 @@ def gradient_flow_figure(flows: dict[str, GradientFlow], title: str = "") -> Fig
     axes = figure.subplots(1, 2 if rnns else 1, squeeze=False)[0]
     ax = axes[0]
     for label, flow in flows.items():
-        colour = _colour(label)
-        ax.plot(flow.lags, _positive(flow.h), color=colour, label=f"{label}: dL/dh")
+        style = _style(label)
+        ax.plot(flow.lags, _positive(flow.h), **style, label=f"{label}: dL/dh")
         if flow.c is not None:
-            ax.plot(flow.lags, _positive(flow.c), "--", color=colour, label=f"{label}: dL/dc")
+            ax.plot(flow.lags, _positive(flow.c), "--", **style, label=f"{label}: dL/dc")
     ax.set_yscale("log")
     ax.set_xlabel("lag k (steps before the loss)")
     ax.set_ylabel("gradient norm / ||dL/dh|| at the last step")
@@ -71,10 +74,10 @@ def gradient_flow_figure(flows: dict[str, GradientFlow], title: str = "") -> Fig
     if rnns:
         ax = axes[1]
         for label, flow in rnns.items():
-            colour = _colour(label)
-            ax.plot(flow.lags, flow.jacobian[0].tolist(), color=colour, label=label)
-            ax.axhline(float(flow.sigma_max[0]), color=colour, linestyle=":", linewidth=1)
-            ax.axhline(float(flow.radius[0]), color=colour, linestyle="-.", linewidth=1)
+            style = _style(label)
+            ax.plot(flow.lags, flow.jacobian[0].tolist(), **style, label=label)
+            ax.axhline(float(flow.sigma_max[0]), **style, linestyle=":", linewidth=1)
+            ax.axhline(float(flow.radius[0]), **style, linestyle="-.", linewidth=1)
         ax.axhline(1.0, color="grey", linewidth=0.8)
         ax.set_xlabel("lag k")
         ax.set_ylabel("||dh_t/dh_{t-1}||_2 (batch mean)")
@@ -153,16 +156,10 @@ def learning_curves_figure(runs: dict[str, list[dict]]) -> Figure:
     figure = new_figure(11, 4.2)
     left, right = figure.subplots(1, 2)
     for label, records in runs.items():
-        colour = _colour(label)
+        colour = _style(label)["color"]
         x = [r["sequences"] for r in records]
-        train = [r.get("train_loss") for r in records]
-        left.plot(
-            x,
-            _positive(v if v is not None else 0 for v in train),
-            color=colour,
-            alpha=0.5,
-            label=f"{label}: train",
-        )
+        train = [r["train_loss"] or 0 for r in records]  # None: no training since the last one
+        left.plot(x, _positive(train), ":", color=colour, label=f"{label}: train")
         left.plot(
             x,
             _positive(r["test_loss"] for r in records),
