@@ -168,6 +168,14 @@ def test_model_is_left_as_it_was():
         assert torch.equal(param, before[name]), name
 
 
+def test_frozen_parameters_do_not_change_the_measurement():
+    model, task, batch = tiny("rnn")
+    before = gradient_flow(model, task, batch)
+    model.requires_grad_(False)
+    after = gradient_flow(model, task, batch)
+    torch.testing.assert_close(after.h, before.h, rtol=0, atol=0)
+
+
 def test_per_step_tasks_are_refused():
     config = RunConfig(TaskConfig("copy", 10), ModelConfig(kind="lstm", hidden=4))
     task = config.task.build()

@@ -89,7 +89,11 @@ def step_gradients(
     recurrent = model.recurrent
     is_lstm = isinstance(recurrent, LSTM)
     inputs = batch.inputs.to(model.head.weight)  # (T, B, D)
-    state = None
+    # A zero initial state that requires grad: every later state then carries a graph, even for
+    # a model whose parameters are frozen.
+    h0 = inputs.new_zeros(recurrent.num_layers, inputs.shape[1], recurrent.hidden_size)
+    h0.requires_grad_()
+    state = (h0, torch.zeros_like(h0).requires_grad_()) if is_lstm else h0
     hs, cs = [], []
     for t in range(inputs.shape[0]):
         _, state = recurrent(inputs[t : t + 1], state)  # h, c each (L, B, H)
