@@ -1,7 +1,4 @@
-import contextlib
-
 import pytest
-import torch
 
 from cellstate.cli.main import main
 
@@ -10,24 +7,6 @@ WORDS = ("cat", "dog", "fox", "owl", "yak")
 TEXT = "".join(f"the {w} {i % 7} jumps over {w[::-1]}.\n" for i, w in enumerate(WORDS * 24))
 TINY = ["--hidden", "12", "--layers", "2", "--embed", "8", "--seq-len", "8", "--batch", "4"]
 TINY += ["--eval-every", "3", "--eval-chars", "200", "--no-progress"]
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Tiny models on a shared 2-core machine: a second OpenMP thread only adds contention
-    (measured 15x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
 
 
 @pytest.fixture
@@ -44,6 +23,5 @@ def trained_run(tmp_path_factory):
     (root / "text.txt").write_text(TEXT)
     out = root / "run"
     argv = ["lm", "train", "--text", str(root / "text.txt"), "--out", str(out), *TINY]
-    with one_thread():
-        assert main([*argv, "--max-steps", "40", "--lr", "0.02", "--dropout", "0.1"]) == 0
+    assert main([*argv, "--max-steps", "40", "--lr", "0.02", "--dropout", "0.1"]) == 0
     return out
