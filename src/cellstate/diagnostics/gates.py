@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import SymLogNorm
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -34,6 +35,8 @@ from cellstate.tasks.temporal_order import SYMBOLS
 from cellstate.training.model import SequenceModel
 
 GATES = ("i", "f", "o", "c")
+MARKER_COLOUR = "magenta"
+C_LINEAR = 0.1  # the cell-state colour scale is linear within +-C_LINEAR, logarithmic beyond
 _TITLES = {
     "i": "input gate i_t",
     "f": "forget gate f_t",
@@ -111,35 +114,32 @@ def trace_from_checkpoint(path: str | Path, seed: int = 0, index: int = 0) -> Ga
 
 
 def gate_heatmaps(trace: GateTrace, title: str | None = None) -> Figure:
-    """Heatmaps of i, f, o (0 to 1) and c (diverging around 0), units by time, with the task's
-    marked steps drawn on the time axis. Save with ``figure.savefig(path)``."""
+    """Heatmaps of i, f, o (0 to 1) and c (diverging around 0, symmetric-log colour scale),
+    units by time, with the task's marked steps drawn on the time axis. Save with
+    ``figure.savefig(path)``."""
     T, H = trace.c.shape
     figure = Figure(figsize=(10, 8.5), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(len(GATES), 1, sharex=True)
-    c_limit = max(float(trace.c.abs().max()), 1e-6)
+    c_limit = max(float(trace.c.abs().max()), C_LINEAR)
+    # Symmetric log beyond C_LINEAR: a cell that grows to |c| ~ 10 would otherwise wash out the
+    # small values other cells latch.
+    c_norm = SymLogNorm(C_LINEAR, vmin=-c_limit, vmax=c_limit, base=10)
     for ax, name in zip(axes, GATES, strict=True):
         values = getattr(trace, name).T.numpy()  # (H, T): units down, time across
         if name == "c":
-            image = ax.imshow(
-                values,
-                aspect="auto",
-                cmap="RdBu_r",
-                vmin=-c_limit,
-                vmax=c_limit,
-                interpolation="nearest",
-            )
+            style = {"cmap": "RdBu_r", "norm": c_norm}
         else:
-            image = ax.imshow(
-                values, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest"
-            )
+            style = {"cmap": "viridis", "vmin": 0, "vmax": 1}
+        image = ax.imshow(values, aspect="auto", interpolation="nearest", **style)
         figure.colorbar(image, ax=ax, pad=0.01)
         ax.set_ylabel(f"{_TITLES[name]}\nunit")
         for step in trace.markers:
-            ax.axvline(step, color="red", linestyle="--", linewidth=1.2)
+            # Magenta stands out on viridis and on the red/blue of the cell state alike.
+            ax.axvline(step, color=MARKER_COLOUR, linestyle="--", linewidth=1, alpha=0.8)
     top = axes[0].secondary_xaxis("top")
     top.set_xticks(trace.markers, labels=[f"marker\nt={s}" for s in trace.markers])
-    top.tick_params(colors="red", labelsize=8)
+    top.tick_params(colors=MARKER_COLOUR, labelsize=8)
     axes[-1].set_xlabel("time step t")
     target = ", ".join(f"{v:.3g}" for v in trace.target)
     output = ", ".join(f"{v:.3g}" for v in trace.output)

@@ -261,10 +261,13 @@ def _gradient_flow(runs: list[Run]) -> str:
         f"{setting}, {FLOW_BATCH} sequences, loss at each sequence's last step. Left: the norm "
         "of the gradient with respect to the state carried k steps before the loss (solid: "
         "h, dashed: the LSTM's cell state c), relative to the gradient reaching h at the last "
-        "step; faint: the same model at initialisation. Right: the RNN's step Jacobian "
-        "diag(tanh') W_hh. Its norm can exceed 1 while the product over many steps still "
-        "shrinks at the rate set by the spectral radius."
+        "step; faint: the same model at initialisation."
     )
+    if any(flow.jacobian is not None for flow in flows.values()):
+        caption += (
+            " Right: the RNN's step Jacobian diag(tanh') W_hh. Its norm can exceed 1 while the "
+            "product over many steps still shrinks at the rate set by the spectral radius."
+        )
     figure = gradient_flow_figure(flows, setting)
     return _figure(figure, f"gradient flow {setting}", caption) + _flow_table(flows)
 
@@ -324,8 +327,8 @@ def _gates(runs: list[Run]) -> str:
         trace = trace_from_checkpoint(run.checkpoint)
         caption = (
             f"{run.label} ({'solved' if run.solved else 'not solved'}), one test sequence. "
-            "Red dashed lines: the steps the task asks to remember. Gates run from 0 (closed) "
-            "to 1 (open); the cell state is red above 0 and blue below."
+            "Magenta dashed lines: the steps the task asks to remember. Gates run from 0 (closed) "
+            "to 1 (open); the cell state is red above 0 and blue below, on a symmetric-log scale."
         )
         parts.append(_figure(gate_heatmaps(trace), f"gates {run.label}", caption))
     return "".join(parts)
