@@ -122,7 +122,8 @@ def measure(args) -> tuple[dict, dict[str, GradientFlow], str]:
 
 
 def _table(record: dict, flows: dict[str, GradientFlow]) -> str:
-    lags = [k for k in SHOWN_LAGS if k < len(record["lags"])]
+    K = len(record["lags"])
+    lags = [k for k in SHOWN_LAGS if k < K - 1] + [K - 1]
     lines = ["lag k        " + "".join(f"{k:>10}" for k in lags)]
     for kind, flow in flows.items():
         rows = [(f"{kind} dL/dh", flow.h)] + (
