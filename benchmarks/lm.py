@@ -1,10 +1,12 @@
 """Character language model: validation bits per character after a fixed training-time budget,
 the same model on cellstate.LSTM and on torch.nn.LSTM.
 
-Both run ``cellstate lm train`` in a fresh process, one after the other, with the same seed,
-text, sizes and budget (training time; evaluations and checkpoints are not counted). A faster
-kernel sees more text in the budget, which shows up as a lower bpc. Prints a markdown table and
-writes it, with the raw numbers, under --out::
+Both run ``cellstate lm train`` with the same seed, text, sizes and budget (training time;
+evaluations and checkpoints are not counted). A faster kernel sees more text in the budget,
+which shows up as a lower bpc. The runs take turns, in --rounds slices of the budget resumed
+exactly from their checkpoints, so that on a shared machine both meet the same background load;
+each slice ends with a validation, which gives the bpc-per-minute curve. Prints a markdown table
+and writes it, with the raw numbers, under --out::
 
     .venv/bin/python benchmarks/lm.py --minutes 10 --out runs/bench-lm
 """
@@ -33,6 +35,7 @@ MODELS = ("cellstate", "torch")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget per model")
+    parser.add_argument("--rounds", type=int, default=10, help="turns the budget is cut in")
     parser.add_argument("--out", default="runs/bench-lm", help="directory for runs and table")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=2)
@@ -47,10 +50,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def train_command(args: argparse.Namespace, model: str, out: Path) -> list[str]:
+def train_command(args: argparse.Namespace, model: str, out: Path, minutes: float) -> list[str]:
     return [
         *(sys.executable, "-m", "cellstate.cli.main", "lm", "train", "--no-progress"),
-        *("--model", model, "--out", str(out), "--max-minutes", str(args.minutes)),
+        *("--model", model, "--out", str(out), "--max-minutes", f"{minutes:.6g}"),
         *("--hidden", str(args.hidden), "--layers", str(args.layers)),
         *("--seq-len", str(args.seq_len), "--batch", str(args.batch), "--lr", str(args.lr)),
         *("--seed", str(args.seed), "--eval-every", str(args.eval_every)),
@@ -58,26 +61,37 @@ def train_command(args: argparse.Namespace, model: str, out: Path) -> list[str]:
     ]
 
 
-def bpc_at(metrics: list[dict], seconds: float) -> float | None:
-    """The last validation bpc measured within ``seconds`` of training time."""
-    before = [m for m in metrics if m["train_seconds"] <= seconds]
-    return before[-1]["val_bpc"] if before else None
+def bpc_at(metrics: list[dict], seconds: float) -> float:
+    """The validation bpc measured nearest to ``seconds`` of training time (a round ends
+    less than a step past its share of the budget)."""
+    return min(metrics, key=lambda m: abs(m["train_seconds"] - seconds))["val_bpc"]
 
 
-def run(args: argparse.Namespace, model: str, out: Path) -> dict:
-    if out.exists():
-        raise SystemExit(f"{out} exists; remove it or choose another --out")
-    started = time.perf_counter()
+def run(args: argparse.Namespace, out: Path) -> dict[str, dict]:
+    """Train every model, taking turns each round (the order reversed every other round)."""
+    for model in args.models:
+        if (out / model).exists():
+            raise SystemExit(f"{out / model} exists; remove it or choose another --out")
     env = dict(os.environ)
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
-    subprocess.run(train_command(args, model, out), check=True, env=env)
-    result = json.loads((out / "result.json").read_text())
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    result["wall_seconds"] = time.perf_counter() - started
-    result["val_bpc_half_budget"] = bpc_at(metrics, args.minutes * 30)
-    result["curve"] = [(m["train_seconds"], m["val_bpc"]) for m in metrics]
-    return result
+    wall = dict.fromkeys(args.models, 0.0)
+    for r in range(1, args.rounds + 1):
+        for model in args.models if r % 2 else args.models[::-1]:
+            command = train_command(args, model, out / model, args.minutes * r / args.rounds)
+            started = time.perf_counter()
+            subprocess.run([*command, *(["--resume"] if r > 1 else [])], check=True, env=env)
+            wall[model] += time.perf_counter() - started
+    results = {}
+    for model in args.models:
+        result = json.loads((out / model / "result.json").read_text())
+        lines = (out / model / "metrics.jsonl").read_text().splitlines()
+        metrics = [json.loads(line) for line in lines]
+        result["wall_seconds"] = wall[model]
+        result["val_bpc_half_budget"] = bpc_at(metrics, args.minutes * 30)
+        result["curve"] = [(m["train_seconds"], m["val_bpc"]) for m in metrics]
+        results[model] = result
+    return results
 
 
 def machine(args: argparse.Namespace) -> dict:
@@ -115,10 +129,9 @@ def table(args: argparse.Namespace, results: dict[str, dict]) -> str:
     ]
     for model, r in results.items():
         name = "cellstate.LSTM" if model == "cellstate" else "torch.nn.LSTM"
-        at_half = r["val_bpc_half_budget"]
         lines.append(
             f"| {name} | {r['steps']:,} | {r['chars_per_second']:,.0f} | "
-            f"{'-' if at_half is None else f'{at_half:.3f}'} | {r['val_bpc']:.3f} |"
+            f"{r['val_bpc_half_budget']:.3f} | {r['val_bpc']:.3f} |"
         )
     return "\n".join(lines)
 
@@ -133,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     auto = dispatch.select("auto", x).__name__
     about = {**machine(args), "auto_backend": auto}
     load_before = os.getloadavg()
-    results = {model: run(args, model, out / model) for model in args.models}
+    results = run(args, out)
     load_after = os.getloadavg()
     text = table(args, results)
     print(text)
