@@ -108,16 +108,18 @@ class TrainingConfig:
     """The training loop. Counts are training sequences (the 1997 paper's unit), not batches.
 
     clip: gradient-norm threshold (0: no clipping). max_sequences: the budget. test_size
-    sequences drawn from `test_seed` form the fixed held-out set.
+    sequences drawn from `test_seed` form the fixed held-out set. eval_every None: every 1000
+    sequences where the criterion is decided on the test set (Reber, two-sequence), so that the
+    count to solve is resolved finely, else every 10,000.
     """
 
     optimizer: str = "adam"
-    lr: float = 0.01
+    lr: float = 0.03
     momentum: float = 0.0
     batch_size: int = 32
     clip: float = 1.0
-    max_sequences: int = 200_000
-    eval_every: int = 10_000
+    max_sequences: int = 1_000_000
+    eval_every: int | None = None  # None: `default_eval_every` of the task
     checkpoint_every: int = 20_000
     seed: int = 0
     test_seed: int = 1_000_003
@@ -135,7 +137,8 @@ class TrainingConfig:
         _int("training", "batch_size", self.batch_size, 1)
         _real("training", "clip", self.clip, 0.0, strict=False)
         _int("training", "max_sequences", self.max_sequences, 1)
-        _int("training", "eval_every", self.eval_every, 1)
+        if self.eval_every is not None:
+            _int("training", "eval_every", self.eval_every, 1)
         _int("training", "checkpoint_every", self.checkpoint_every, 1)
         _int("training", "seed", self.seed, 0)
         _int("training", "test_seed", self.test_seed, 0)
@@ -166,6 +169,9 @@ class RunConfig:
         if self.model.init == "chrono" and self.model.t_max is None:
             t_max = resolve_t_max(task)
             object.__setattr__(self, "model", _replace(self.model, t_max=t_max))
+        if self.training.eval_every is None:
+            every = 1000 if task.criterion.kind == "test" else 10_000
+            object.__setattr__(self, "training", _replace(self.training, eval_every=every))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,202 @@
+"""Sequences to solve the 1997 tasks with cellstate's default command line, next to the paper.
+
+Every (cell, seed) is one ``cellstate train`` process with the defaults plus the cell's task,
+length and budget; its run directory is OUT/CELL-sSEED. A finished run (result.json) is skipped,
+an interrupted one resumed, so the grid can be run a cell at a time and continued. At the
+deadline every running process gets SIGTERM, checkpoints and stops; its row says how far it got.
+Writes OUT/learning.json and OUT/learning.md (the table) and prints the table::
+
+    .venv/bin/python benchmarks/learning.py adding-100 --seeds 0,1,2 --jobs 1 --threads 2
+    .venv/bin/python benchmarks/learning.py --table          # the table of what is there
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+# name: (task, length or None, the paper's sequences (None: no figure), budget, model).
+# Budgets: the paper's figure (the target is to beat it), adding T=1000 the 200,000 target;
+# the plain-RNN cells find the longest lag at which an RNN still solves adding.
+CELLS: dict[str, tuple[str, int | None, int | None, int, str]] = {
+    "adding-100": ("adding", 100, 74_000, 74_000, "lstm"),
+    "adding-500": ("adding", 500, 209_000, 209_000, "lstm"),
+    "adding-1000": ("adding", 1000, 853_000, 200_000, "lstm"),
+    "temporal-order": ("temporal-order", 100, 31_390, 31_390, "lstm"),
+    "temporal-order-3": ("temporal-order-3", 100, 571_100, 571_100, "lstm"),
+    "long-lag-distractors-1000": ("long-lag-distractors", 1000, 49_000, 49_000, "lstm"),
+    "reber": ("reber", None, 8_440, 8_440, "lstm"),
+    "rnn-adding-11": ("adding", 11, None, 100_000, "rnn"),
+    "rnn-adding-20": ("adding", 20, None, 100_000, "rnn"),
+    "rnn-adding-50": ("adding", 50, None, 100_000, "rnn"),
+    "rnn-adding-100": ("adding", 100, None, 100_000, "rnn"),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("cells", nargs="*", help=f"cells to run (default all): {', '.join(CELLS)}")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--out", default="runs/learning")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    parser.add_argument("--deadline-minutes", type=float, help="SIGTERM every run after this")
+    parser.add_argument("--train-args", default="", help="extra flags for every cellstate train")
+    parser.add_argument("--table", action="store_true", help="only print the table")
+    return parser.parse_args(argv)
+
+
+def command(cell: str, seed: int, out: Path, extra: list[str]) -> list[str]:
+    task, length, _, budget, model = CELLS[cell]
+    run_dir = out / f"{cell}-s{seed}"
+    argv = [sys.executable, "-m", "cellstate.cli.main", "train", "--task", task]
+    argv += ["--length", str(length)] if length is not None else []
+    argv += ["--model", model, "--seed", str(seed), "--max-sequences", str(budget)]
+    argv += ["--out", str(run_dir), "--quiet", *extra]
+    if (run_dir / "checkpoint.pt").is_file():
+        argv.append("--resume")
+    return argv
+
+
+def run_grid(args: argparse.Namespace, out: Path) -> None:
+    seeds = [int(s) for s in args.seeds.split(",")]
+    cells = args.cells or list(CELLS)
+    todo = [
+        (cell, seed)
+        for cell in cells
+        for seed in seeds
+        if not (out / f"{cell}-s{seed}" / "result.json").is_file()
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1"}
+    deadline = time.time() + 60 * args.deadline_minutes if args.deadline_minutes else None
+    running: list[tuple[str, subprocess.Popen, float]] = []
+    extra = shlex.split(args.train_args)
+    stopped = False
+    while todo or running:
+        while todo and len(running) < args.jobs and not stopped:
+            cell, seed = todo.pop(0)
+            argv = command(cell, seed, out, extra)
+            (out / f"{cell}-s{seed}").mkdir(parents=True, exist_ok=True)
+            log = open(out / f"{cell}-s{seed}" / "train.log", "a")
+            print("$", shlex.join(argv[1:]), flush=True)
+            running.append(
+                (
+                    f"{cell}-s{seed}",
+                    subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT),
+                    time.time(),
+                )
+            )
+        if stopped and not running:
+            break
+        if todo and stopped:
+            todo.clear()
+        time.sleep(1)
+        if deadline and time.time() > deadline and not stopped:
+            stopped = True
+            for _, process, _ in running:
+                process.send_signal(signal.SIGTERM)
+        for entry in list(running):
+            name, process, start = entry
+            if process.poll() is not None:
+                running.remove(entry)
+                print(
+                    f"{name}: exit {process.returncode} after {time.time() - start:.0f} s",
+                    flush=True,
+                )
+
+
+def collect(out: Path) -> list[dict]:
+    """One row per run directory under `out`: the result, or how far an unfinished run got."""
+    rows = []
+    for cell in CELLS:
+        for run_dir in sorted(out.glob(f"{cell}-s*")):
+            seed = run_dir.name.rsplit("-s", 1)[1]
+            row = {"cell": cell, "seed": int(seed), "paper": CELLS[cell][2]}
+            result = run_dir / "result.json"
+            metrics = run_dir / "metrics.jsonl"
+            if result.is_file():
+                row.update(json.loads(result.read_text()), finished=True)
+            elif metrics.is_file() and metrics.read_text().strip():
+                last = json.loads(metrics.read_text().splitlines()[-1])
+                row.update(
+                    finished=False,
+                    solved=False,
+                    sequences=last["sequences"],
+                    wrong=last["wrong"],
+                    seconds=last["seconds"],
+                )
+            else:
+                continue
+            rows.append(row)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: per cell the paper's figure and each seed's sequences to solve."""
+    lines = [
+        "| cell | paper | seed: sequences to solve (test wrong of 2560) | solved | seconds |",
+        "| --- | ---: | --- | ---: | ---: |",
+    ]
+    for cell in CELLS:
+        runs = [r for r in rows if r["cell"] == cell]
+        if not runs:
+            continue
+        paper = f"{CELLS[cell][2]:,}" if CELLS[cell][2] else "-"
+        parts = []
+        for r in sorted(runs, key=lambda r: r["seed"]):
+            if r["solved"]:
+                parts.append(f"s{r['seed']}: **{r['sequences']:,}** ({r['wrong']})")
+            elif r["finished"]:
+                parts.append(f"s{r['seed']}: not solved in {r['sequences']:,} ({r['wrong']})")
+            else:
+                parts.append(f"s{r['seed']}: stopped unsolved at {r['sequences']:,} ({r['wrong']})")
+        solved = sum(r["solved"] for r in runs)
+        seconds = " / ".join(f"{r['seconds']:.0f}" for r in sorted(runs, key=lambda r: r["seed"]))
+        lines.append(
+            f"| {cell} | {paper} | {'; '.join(parts)} | {solved}/{len(runs)} | {seconds} |"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> dict:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    unknown = [c for c in args.cells if c not in CELLS]
+    if unknown:
+        print(f"unknown cells {unknown}; known: {', '.join(CELLS)}", file=sys.stderr)
+        return 2
+    if not args.table:
+        run_grid(args, out)
+    rows = collect(out)
+    text = table(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "learning.json").write_text(
+        json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n"
+    )
+    (out / "learning.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
