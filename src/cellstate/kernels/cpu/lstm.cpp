@@ -4,9 +4,9 @@
 //
 // Shapes: T time, B batch, D input, H hidden, P output (proj_size or H), G gate rows (4H; 3H
 // without a forget gate: rows i, g, o). Tensors are contiguous and row-major; a "row" is one
-// sequence at one step. Sequences are independent, so each thread runs the whole recurrence for
-// its own block of rows (one fork-join per call, not per step) and calls a single-threaded GEMM
-// for them; whole-sequence GEMMs (input projections, weight gradients) use BLAS threads.
+// sequence at one step. Sequences are independent, so threads split the batch (see Schedule);
+// the per-step GEMMs run on weights packed once per call (see PackedWeight), and the
+// whole-sequence GEMMs (input projections, weight gradients) use BLAS threads.
 //
 // Saved for backward (forward with save=true): the activated gates (T, B, G), the cell before
 // zoneout c~_t (T, B, H), the cell state after zoneout (only with zoneout on c), and for layer
@@ -21,6 +21,7 @@
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/zeros.h>
+#include <ATen/native/CPUBlas.h>
 
 #include <algorithm>
 #include <cmath>
@@ -28,6 +29,7 @@
 #include <cstring>
 #include <optional>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 using at::Tensor;
@@ -120,7 +122,6 @@ inline bool blas_gemm(char ta, char tb, int m, int n, int k, double alpha, const
 // Below this many multiply-adds a plain loop beats a BLAS call's fixed cost (the B = 1, small H
 // regime, where the per-step overhead is the whole cost).
 constexpr int64_t kSmallGemm = 8192;
-
 // Row-major C (m, n) = alpha op(A) op(B) + beta C; beta = 0 overwrites C.
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
@@ -156,6 +157,79 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
   Tensor out = at::from_blob(c, {m, n}, {ldc, 1}, options);
   out.addmm_(view(a, m, k, lda, trans_a), view(b, k, n, ldb, trans_b), beta, alpha);
 }
+
+// ---- per-step GEMMs on packed weights ------------------------------------------------------
+// The recurrent GEMMs multiply a few rows by the same weight at every step. For float32 they go
+// to oneDNN's JIT brgemm micro-kernel on a copy of the weight packed once per call into column
+// panels [N / kPanel][K][kPanel] (the last one narrower): each panel is contiguous and small
+// enough to stay in cache, which on this class of machine runs at ~100 GFLOP/s per core where
+// MKL's sgemm (re-packing the weight on every call) reaches 60-90.
+
+constexpr int64_t kPanel = 64;
+
+#ifdef CPUBLAS_BRGEMM_F32F32F32
+// Whether this torch build and CPU can run the f32 brgemm (it throws where oneDNN's ukernel is
+// unavailable): probed once, on a 1 x 1 x 1 product.
+bool brgemm_works() {
+  static const bool works = [] {
+    try {
+      const float a = 2.0f, b = 3.0f;
+      float c = 1.0f;
+      at::native::cpublas::brgemm(1, 1, 1, 1, 1, 1, true, &a, &b, &c, false);
+      return c == 7.0f;
+    } catch (...) {
+      return false;
+    }
+  }();
+  return works;
+}
+#endif
+
+// A right operand B (K, N), fixed across steps; packed into panels when brgemm runs it.
+template <typename T>
+struct PackedWeight {
+  const T* b;  // row-major (K, N)
+  int64_t K, N;
+  Tensor panels_storage;  // undefined: plain gemm() on b
+
+  PackedWeight() : b(nullptr), K(0), N(0) {}
+  // rows: the largest row count it will be multiplied with (tiny products skip the packing).
+  PackedWeight(const Tensor& weight, int64_t rows)
+      : b(weight.data_ptr<T>()), K(weight.size(0)), N(weight.size(1)) {
+#ifdef CPUBLAS_BRGEMM_F32F32F32
+    if (!std::is_same_v<T, float> || rows * K * N <= kSmallGemm || !brgemm_works()) return;
+    panels_storage = at::empty({K * N}, weight.options());
+    T* out = panels_storage.data_ptr<T>();
+    for (int64_t n0 = 0; n0 < N; n0 += kPanel) {
+      const int64_t width = std::min(kPanel, N - n0);
+      for (int64_t k = 0; k < K; ++k) {
+        std::copy(b + k * N + n0, b + k * N + n0 + width, out + n0 * K + k * width);
+      }
+    }
+#endif
+  }
+  int64_t panels() const { return panels_storage.defined() ? (N + kPanel - 1) / kPanel : 1; }
+
+  // C (m, N) (+)= A (m, K) B over panels [p0, p1) (all of C without packing).
+  void multiply(int64_t m, int64_t p0, int64_t p1, const T* a, int64_t lda, bool add, T* c,
+                int64_t ldc) const {
+    if (m == 0) return;
+    if (!panels_storage.defined()) {
+      gemm<T>(false, false, m, N, K, T(1), a, lda, b, N, add ? T(1) : T(0), c, ldc);
+      return;
+    }
+#ifdef CPUBLAS_BRGEMM_F32F32F32
+    if constexpr (std::is_same_v<T, float>) {
+      const float* packed = panels_storage.data_ptr<float>();
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t n0 = p * kPanel, width = std::min(kPanel, N - n0);
+        at::native::cpublas::brgemm(m, width, K, lda, width, ldc, add, a, packed + n0 * K,
+                                    c + n0, false);
+      }
+    }
+#endif
+  }
+};
 
 // ---- small helpers ------------------------------------------------------------------------
 
@@ -237,10 +311,56 @@ struct ThreadSums {
   }
 };
 
-// Split rows across threads only when a row's work per step outweighs the fork-join.
-int64_t row_grain(int64_t B, int64_t work_per_row) {
-  return B * work_per_row >= 32768 ? 1 : B;
-}
+// How a recurrence is spread over threads. Sequences are independent, so by default each thread
+// runs the whole recurrence for its own block of rows: one fork-join per call, with the recurrent
+// weights resident in that core's L2. Once the weights outgrow L2, every thread would stream all
+// of them at every step; then the steps run in order, each GEMM threaded by BLAS over the whole
+// batch, and only the row-wise math is split across threads.
+// Recurrent weights up to this many elements (1 MB of float32) stay in a core's L2 across steps.
+constexpr int64_t kL2Weights = int64_t(1) << 18;
+
+struct Schedule {
+  bool per_step;
+  int64_t grain;       // rows per task when each thread runs whole recurrences
+  int64_t step_grain;  // rows per task for the row-wise math of one step
+
+  // weights: elements of the recurrent weight matrix; row_work, step_row_work: rough cost of one
+  // row of one step, with and without its GEMM.
+  Schedule(int64_t B, int64_t weights, int64_t row_work, int64_t step_row_work)
+      : per_step(weights > kL2Weights && at::get_num_threads() > 1 && !at::in_parallel_region()),
+        grain(B * row_work >= 32768 ? 1 : B),
+        step_grain(B * step_row_work >= 32768 ? 1 : B) {}
+
+  // C (rows b0..b1) (+)= A (rows b0..b1) W, for a and c at row 0: per step, W's panels are
+  // split across threads (or BLAS threads the GEMM); otherwise the caller's thread does it all.
+  template <typename T>
+  void gemm(int64_t b0, int64_t b1, const PackedWeight<T>& w, const T* a, int64_t lda, bool add,
+            T* c, int64_t ldc) const {
+    const T* a_rows = a + b0 * lda;
+    T* c_rows = c + b0 * ldc;
+    if (per_step && w.panels() > 1) {
+      at::parallel_for(0, w.panels(), 1, [&](int64_t p0, int64_t p1) {
+        w.multiply(b1 - b0, p0, p1, a_rows, lda, add, c_rows, ldc);
+      });
+    } else {
+      w.multiply(b1 - b0, 0, w.panels(), a_rows, lda, add, c_rows, ldc);
+    }
+  }
+
+  // body(b0, b1, rows) runs the steps for rows [b0, b1); rows(r0, r1, f) runs a row-wise loop.
+  template <typename Body>
+  void run(int64_t B, Body&& body) const {
+    if (per_step) {
+      const int64_t g = step_grain;
+      body(int64_t(0), B,
+           [g](int64_t r0, int64_t r1, auto&& f) { at::parallel_for(r0, r1, g, f); });
+    } else {
+      at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+        body(b0, b1, [](int64_t r0, int64_t r1, auto&& f) { f(r0, r1); });
+      });
+    }
+  }
+};
 
 bool valid(const int64_t* lengths, int64_t t, int64_t b) {
   return lengths == nullptr || t < lengths[b];
@@ -265,15 +385,12 @@ enum Stat { kMeanIH, kRstdIH, kRstdHH, kMeanC, kRstdC, kStats };
 template <typename T>
 struct LSTMParams {
   const T* w_ih;          // (G, D)
-  const T* w_hh;          // (G, P)
-  Tensor w_hh_t_storage;  // (P, G): per-step GEMMs read W_hh^T row-major
-  const T* w_hh_t;
+  Tensor w_hh_t_storage;  // (P, G): the forward's per-step GEMMs multiply by W_hh^T
   const T* w_hr;          // (P, H) or null
   Tensor w_hr_t_storage;  // (H, P)
-  const T* w_hr_t;
   Tensor bias_storage;    // (G,) b_ih + b_hh (zeros without biases)
   const T* bias;
-  const T *w_ci, *w_cf, *w_co;             // (H,) peepholes or null
+  const T *w_ci, *w_cf, *w_co;               // (H,) peepholes or null
   const T *ln_ih, *ln_hh, *ln_c_w, *ln_c_b;  // layer-norm gains (G, G, H) and bias (H) or null
 };
 
@@ -292,15 +409,9 @@ LSTMParams<T> lstm_params(LSTMTensors& p, const LSTMShape& s) {
     *t = contiguous(*t);
   }
   q.w_ih = p.w_ih.data_ptr<T>();
-  q.w_hh = p.w_hh.data_ptr<T>();
   q.w_hh_t_storage = p.w_hh.t().contiguous();
-  q.w_hh_t = q.w_hh_t_storage.template data_ptr<T>();
   q.w_hr = ptr<T>(p.w_hr);
-  q.w_hr_t = nullptr;
-  if (q.w_hr) {
-    q.w_hr_t_storage = p.w_hr->t().contiguous();
-    q.w_hr_t = q.w_hr_t_storage.template data_ptr<T>();
-  }
+  if (q.w_hr) q.w_hr_t_storage = p.w_hr->t().contiguous();
   q.bias_storage = at::zeros({s.G}, p.w_ih.options());
   if (p.b_ih) q.bias_storage += *p.b_ih;
   if (p.b_hh) q.bias_storage += *p.b_hh;
@@ -394,8 +505,11 @@ std::vector<Tensor> lstm_forward_impl(const Tensor& x_, const Tensor& h0, const 
   Tensor output = empty_like_shape(x, {T_, B, P});
   Tensor h_n = h0.contiguous().clone();  // (B, P): the running state, updated in place
   Tensor c_n = c0.contiguous().clone();  // (B, H)
-  // gates is the workspace of the input projections, then holds the activated gates.
-  Tensor gates = empty_like_shape(x, {T_, B, G});
+  // gates is the workspace of the input projections, then holds the activated gates. With
+  // save it keeps every step for backward; in inference the projections are computed a chunk
+  // of steps at a time into a small reused buffer (no (T, B, G) allocation, cache-resident).
+  const int64_t Kc = save ? T_ : std::clamp<int64_t>((int64_t(1) << 18) / (B * G), 1, T_);
+  Tensor gates = empty_like_shape(x, {Kc, B, G});
   Tensor cells = save ? empty_like_shape(x, {T_, B, H}) : empty_like_shape(x, {B, H});
   Tensor c_states = save && zc ? empty_like_shape(x, {T_, B, H}) : none_tensor(x);
   Tensor ln_hw = q.ln_hh ? empty_like_shape(x, {save ? T_ : 1, B, G}) : none_tensor(x);
@@ -421,139 +535,148 @@ std::vector<Tensor> lstm_forward_impl(const Tensor& x_, const Tensor& h0, const 
   // Saved tensors are indexed by step; their single-step scratch versions by step 0.
   auto at_step = [&](int64_t t) { return save ? t : 0; };
 
-  // Every input projection in one GEMM: gates (T*B, G) = x (T*B, D) W_ih^T.
-  gemm<T>(false, true, T_ * B, G, D, T(1), x.data_ptr<T>(), D, q.w_ih, D, T(0), gates_p, G);
-  if (q.ln_ih) {
-    at::parallel_for(0, T_ * B, 64, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        T* a = gates_p + r * G;
-        T mean, rstd;
-        row_moments(a, G, mean, rstd);
-        for (int64_t j = 0; j < G; ++j) a[j] = (a[j] - mean) * rstd * q.ln_ih[j];
-        if (save) {
-          stats_p[r * kStats + kMeanIH] = mean;
-          stats_p[r * kStats + kRstdIH] = rstd;
+  const Schedule schedule(B, G * P, G * P + (proj ? H * P : 0) + 20 * H, 20 * H);
+  const PackedWeight<T> w_hh_t(q.w_hh_t_storage, B);  // (P, G)
+  const PackedWeight<T> w_hr_t = proj ? PackedWeight<T>(q.w_hr_t_storage, B) : PackedWeight<T>();
+  for (int64_t t0 = 0; t0 < T_; t0 += Kc) {
+    const int64_t t1 = std::min(T_, t0 + Kc);
+    // All input projections of the chunk in one GEMM: gates (R, G) = x (R, D) W_ih^T.
+    gemm<T>(false, true, (t1 - t0) * B, G, D, T(1), x.data_ptr<T>() + t0 * B * D, D, q.w_ih, D,
+            T(0), gates_p, G);
+    if (q.ln_ih) {
+      at::parallel_for(0, (t1 - t0) * B, 64, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          T* a = gates_p + r * G;
+          T mean, rstd;
+          row_moments(a, G, mean, rstd);
+          for (int64_t j = 0; j < G; ++j) a[j] = (a[j] - mean) * rstd * q.ln_ih[j];
+          if (save) {
+            stats_p[r * kStats + kMeanIH] = mean;
+            stats_p[r * kStats + kRstdIH] = rstd;
+          }
         }
-      }
+      });
+    }
+
+    with_cell(forget_gate, q.w_ci != nullptr, [&](auto FG_, auto PEEP_) {
+      constexpr bool FG = decltype(FG_)::value;
+      constexpr bool PEEP = decltype(PEEP_)::value;
+      schedule.run(B, [&](int64_t b0, int64_t b1, auto rows) {
+        for (int64_t t = t0; t < t1; ++t) {
+          T* a_t = gates_p + (t - t0) * B * G;
+          if (mask) {
+            for (int64_t k = b0 * P; k < b1 * P; ++k) h_in_p[k] = h_p[k] * mask[k];
+          }
+          // a += W_hh h_{t-1}, or its layer norm
+          if (q.ln_hh) {
+            T* hw = ln_hw_p + at_step(t) * B * G;
+            schedule.gemm(b0, b1, w_hh_t, h_in_p, P, false, hw, G);
+            rows(b0, b1, [&](int64_t r0, int64_t r1) {
+              for (int64_t b = r0; b < r1; ++b) {
+                if (!valid(lengths, t, b)) continue;
+                T* hw_b = hw + b * G;
+                T* a = a_t + b * G;
+                T mean, rstd;
+                row_moments(hw_b, G, mean, rstd);
+                for (int64_t j = 0; j < G; ++j) {
+                  hw_b[j] = (hw_b[j] - mean) * rstd;
+                  a[j] += q.ln_hh[j] * hw_b[j];
+                }
+                stats_p[(at_step(t) * B + b) * kStats + kRstdHH] = rstd;
+              }
+            });
+          } else {
+            schedule.gemm(b0, b1, w_hh_t, h_in_p, P, true, a_t, G);
+          }
+          // gates, c~_t and o * tanh(c~_t)
+          T* cells_t = cells_p + at_step(t) * B * H;
+          rows(b0, b1, [&](int64_t r0, int64_t r1) {
+            for (int64_t b = r0; b < r1; ++b) {
+              T* hh = hh_p + b * H;
+              if (!valid(lengths, t, b)) {
+                std::fill(hh, hh + H, T(0));  // keeps the projection GEMM below finite
+                continue;
+              }
+              T* a = a_t + b * G;
+              const T* c_prev = c_p + b * H;
+              T* c_new = cells_t + b * H;
+              cell_forward_row<T, FG, PEEP>(s, q, a, c_prev, c_new);
+              const T* o = a + s.go();
+              if (q.ln_c_w) {
+                T mean, rstd;
+                row_moments(c_new, H, mean, rstd);
+                for (int64_t j = 0; j < H; ++j) {
+                  const T shown =
+                    (c_new[j] - mean) * rstd * q.ln_c_w[j] + (q.ln_c_b ? q.ln_c_b[j] : T(0));
+                  hh[j] = o[j] * act::tanh(shown);
+                }
+                T* st = stats_p + (at_step(t) * B + b) * kStats;
+                st[kMeanC] = mean;
+                st[kRstdC] = rstd;
+              } else {
+                for (int64_t j = 0; j < H; ++j) hh[j] = o[j] * act::tanh(c_new[j]);
+              }
+            }
+          });
+          if (proj) {
+            schedule.gemm(b0, b1, w_hr_t, hh_p, H, false, h_new_p, P);
+          }
+          // zoneout, lengths, output and records
+          T* out_t = out_p + t * B * P;
+          rows(b0, b1, [&](int64_t r0, int64_t r1) {
+            for (int64_t b = r0; b < r1; ++b) {
+              T* out = out_t + b * P;
+              const bool ok = valid(lengths, t, b);
+              if (!ok) {
+                std::fill(out, out + P, T(0));
+              } else {
+                T* h = h_p + b * P;
+                const T* h_new = h_new_p + b * P;
+                if (zh) {
+                  const T* z = zh.row(t, b, P);
+                  for (int64_t j = 0; j < P; ++j) h[j] = z[j] * h[j] + (T(1) - z[j]) * h_new[j];
+                } else {
+                  std::copy(h_new, h_new + P, h);
+                }
+                std::copy(h, h + P, out);
+                T* c = c_p + b * H;
+                const T* c_new = cells_t + b * H;
+                if (zc) {
+                  const T* z = zc.row(t, b, H);
+                  for (int64_t j = 0; j < H; ++j) c[j] = z[j] * c[j] + (T(1) - z[j]) * c_new[j];
+                  if (c_states_p) std::copy(c, c + H, c_states_p + (t * B + b) * H);
+                } else {
+                  std::copy(c_new, c_new + H, c);
+                }
+              }
+              if (rec_p) {
+                const int64_t row = (t * B + b) * H;
+                T* rec_c = rec_p + row;
+                T* rec_i = rec_p + TBH + row;
+                T* rec_f = rec_p + 2 * TBH + row;
+                T* rec_g = rec_p + 3 * TBH + row;
+                T* rec_o = rec_p + 4 * TBH + row;
+                if (!ok) {
+                  for (T* r : {rec_c, rec_i, rec_f, rec_g, rec_o}) std::fill(r, r + H, T(0));
+                  continue;
+                }
+                const T* a = a_t + b * G;
+                std::copy(c_p + b * H, c_p + (b + 1) * H, rec_c);
+                std::copy(a + s.gi(), a + s.gi() + H, rec_i);
+                if (forget_gate) {
+                  std::copy(a + s.gf(), a + s.gf() + H, rec_f);
+                } else {
+                  std::fill(rec_f, rec_f + H, T(1));
+                }
+                std::copy(a + s.gg(), a + s.gg() + H, rec_g);
+                std::copy(a + s.go(), a + s.go() + H, rec_o);
+              }
+            }
+          });
+        }
+      });
     });
   }
-
-  const int64_t grain = row_grain(B, G * P + (proj ? H * P : 0) + 20 * H);
-  with_cell(forget_gate, q.w_ci != nullptr, [&](auto FG_, auto PEEP_) {
-    constexpr bool FG = decltype(FG_)::value;
-    constexpr bool PEEP = decltype(PEEP_)::value;
-    at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
-      const int64_t nb = b1 - b0;
-      for (int64_t t = 0; t < T_; ++t) {
-        T* a_t = gates_p + t * B * G;
-        if (mask) {
-          for (int64_t k = b0 * P; k < b1 * P; ++k) h_in_p[k] = h_p[k] * mask[k];
-        }
-        // a += W_hh h_{t-1}, or its layer norm
-        if (q.ln_hh) {
-          T* hw = ln_hw_p + at_step(t) * B * G;
-          gemm<T>(false, false, nb, G, P, T(1), h_in_p + b0 * P, P, q.w_hh_t, G, T(0),
-                  hw + b0 * G, G);
-          for (int64_t b = b0; b < b1; ++b) {
-            if (!valid(lengths, t, b)) continue;
-            T* hw_b = hw + b * G;
-            T* a = a_t + b * G;
-            T mean, rstd;
-            row_moments(hw_b, G, mean, rstd);
-            for (int64_t j = 0; j < G; ++j) {
-              hw_b[j] = (hw_b[j] - mean) * rstd;
-              a[j] += q.ln_hh[j] * hw_b[j];
-            }
-            stats_p[(at_step(t) * B + b) * kStats + kRstdHH] = rstd;
-          }
-        } else {
-          gemm<T>(false, false, nb, G, P, T(1), h_in_p + b0 * P, P, q.w_hh_t, G, T(1),
-                  a_t + b0 * G, G);
-        }
-        // gates, c~_t and o * tanh(c~_t)
-        T* cells_t = cells_p + at_step(t) * B * H;
-        for (int64_t b = b0; b < b1; ++b) {
-          T* hh = hh_p + b * H;
-          if (!valid(lengths, t, b)) {
-            std::fill(hh, hh + H, T(0));  // keeps the projection GEMM below finite
-            continue;
-          }
-          T* a = a_t + b * G;
-          const T* c_prev = c_p + b * H;
-          T* c_new = cells_t + b * H;
-          cell_forward_row<T, FG, PEEP>(s, q, a, c_prev, c_new);
-          const T* o = a + s.go();
-          if (q.ln_c_w) {
-            T mean, rstd;
-            row_moments(c_new, H, mean, rstd);
-            for (int64_t j = 0; j < H; ++j) {
-              const T shown = (c_new[j] - mean) * rstd * q.ln_c_w[j] + (q.ln_c_b ? q.ln_c_b[j] : T(0));
-              hh[j] = o[j] * act::tanh(shown);
-            }
-            T* st = stats_p + (at_step(t) * B + b) * kStats;
-            st[kMeanC] = mean;
-            st[kRstdC] = rstd;
-          } else {
-            for (int64_t j = 0; j < H; ++j) hh[j] = o[j] * act::tanh(c_new[j]);
-          }
-        }
-        if (proj) {
-          gemm<T>(false, false, nb, P, H, T(1), hh_p + b0 * H, H, q.w_hr_t, P, T(0),
-                  h_new_p + b0 * P, P);
-        }
-        // zoneout, lengths, output and records
-        T* out_t = out_p + t * B * P;
-        for (int64_t b = b0; b < b1; ++b) {
-          T* out = out_t + b * P;
-          const bool ok = valid(lengths, t, b);
-          if (!ok) {
-            std::fill(out, out + P, T(0));
-          } else {
-            T* h = h_p + b * P;
-            const T* h_new = h_new_p + b * P;
-            if (zh) {
-              const T* z = zh.row(t, b, P);
-              for (int64_t j = 0; j < P; ++j) h[j] = z[j] * h[j] + (T(1) - z[j]) * h_new[j];
-            } else {
-              std::copy(h_new, h_new + P, h);
-            }
-            std::copy(h, h + P, out);
-            T* c = c_p + b * H;
-            const T* c_new = cells_t + b * H;
-            if (zc) {
-              const T* z = zc.row(t, b, H);
-              for (int64_t j = 0; j < H; ++j) c[j] = z[j] * c[j] + (T(1) - z[j]) * c_new[j];
-              if (c_states_p) std::copy(c, c + H, c_states_p + (t * B + b) * H);
-            } else {
-              std::copy(c_new, c_new + H, c);
-            }
-          }
-          if (rec_p) {
-            const int64_t row = (t * B + b) * H;
-            T* rec_c = rec_p + row;
-            T* rec_i = rec_p + TBH + row;
-            T* rec_f = rec_p + 2 * TBH + row;
-            T* rec_g = rec_p + 3 * TBH + row;
-            T* rec_o = rec_p + 4 * TBH + row;
-            if (!ok) {
-              for (T* r : {rec_c, rec_i, rec_f, rec_g, rec_o}) std::fill(r, r + H, T(0));
-              continue;
-            }
-            const T* a = a_t + b * G;
-            std::copy(c_p + b * H, c_p + (b + 1) * H, rec_c);
-            std::copy(a + s.gi(), a + s.gi() + H, rec_i);
-            if (forget_gate) {
-              std::copy(a + s.gf(), a + s.gf() + H, rec_f);
-            } else {
-              std::fill(rec_f, rec_f + H, T(1));
-            }
-            std::copy(a + s.gg(), a + s.gg() + H, rec_g);
-            std::copy(a + s.go(), a + s.go() + H, rec_o);
-          }
-        }
-      }
-    });
-  });
   if (!save) {
     gates = none_tensor(x);
     cells = none_tensor(x);
@@ -561,6 +684,84 @@ std::vector<Tensor> lstm_forward_impl(const Tensor& x_, const Tensor& h0, const 
     ln_stats = none_tensor(x);
   }
   return {output, h_n, c_n, records, gates, cells, c_states, ln_hw, ln_stats};
+}
+
+// dh_t through zoneout: keep = z dh (to h_{t-1}), dhn = (1 - z) dh (to h~_t); dh includes the
+// output's gradient.
+template <typename T>
+inline void zoneout_backward_row(int64_t P, const T* __restrict dh, const T* __restrict dout,
+                                 const T* __restrict z, T* __restrict keep, T* __restrict dhn) {
+  for (int64_t j = 0; j < P; ++j) {
+    const T d = dh[j] + dout[j];
+    keep[j] = z[j] * d;
+    dhn[j] = (T(1) - z[j]) * d;
+  }
+}
+
+// Through h~ = o tanh(c_shown): hh = o tanh(c_shown) (for W_hr's gradient), d a_o, and dcs,
+// the gradient of c_shown.
+template <typename T>
+inline void output_backward_row(int64_t H, const T* __restrict c_shown, const T* __restrict o,
+                                const T* __restrict dhh, const T* __restrict drec_o,
+                                T* __restrict hh, T* __restrict da_o, T* __restrict dcs) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T th = act::tanh(c_shown[j]);
+    hh[j] = o[j] * th;
+    const T d_o = dhh[j] * th + drec_o[j];
+    da_o[j] = d_o * o[j] * (T(1) - o[j]);
+    dcs[j] = dhh[j] * o[j] * (T(1) - th * th);
+  }
+}
+
+// Through the cell: dcs is d c~_t via h, dc (in: d c_t, out: d c_{t-1}); writes d a_i, d a_f,
+// d a_g (d a_o is already in da) and accumulates the peephole gradients.
+template <typename T, bool FG, bool PEEP>
+inline void gate_backward_row(const LSTMShape& s, const LSTMParams<T>& q, const T* a,
+                              const T* __restrict c_prev, const T* __restrict c_new,
+                              const T* __restrict dcs, const T* __restrict z,
+                              const T* __restrict rec_c, const T* __restrict rec_i,
+                              const T* __restrict rec_f, const T* __restrict rec_g,
+                              T* __restrict dc, T* da, T* peep_acc) {
+  const int64_t H = s.H;
+  const T* __restrict gi = a + s.gi();
+  const T* __restrict gf = a + s.gf();
+  const T* __restrict gg = a + s.gg();
+  T* __restrict dai = da + s.gi();
+  T* __restrict daf = da + s.gf();
+  T* __restrict dag = da + s.gg();
+  const T* __restrict dao = da + s.go();
+  const T* __restrict w_ci = q.w_ci;
+  const T* __restrict w_cf = q.w_cf;
+  const T* __restrict w_co = q.w_co;
+  T* __restrict dw_ci = peep_acc;
+  T* __restrict dw_cf = peep_acc + H;
+  T* __restrict dw_co = peep_acc + 2 * H;
+  for (int64_t j = 0; j < H; ++j) {
+    const T dcz = dc[j] + rec_c[j];  // d c_t after zoneout
+    T dcn = (T(1) - z[j]) * dcz + dcs[j];
+    if constexpr (PEEP) dcn += dao[j] * w_co[j];
+    const T da_i = (dcn * gg[j] + rec_i[j]) * gi[j] * (T(1) - gi[j]);
+    dai[j] = da_i;
+    dag[j] = (dcn * gi[j] + rec_g[j]) * (T(1) - gg[j] * gg[j]);
+    T dcp = z[j] * dcz;
+    if constexpr (FG) {
+      const T da_f = (dcn * c_prev[j] + rec_f[j]) * gf[j] * (T(1) - gf[j]);
+      daf[j] = da_f;
+      dcp += dcn * gf[j];
+      if constexpr (PEEP) {
+        dcp += da_f * w_cf[j];
+        dw_cf[j] += da_f * c_prev[j];
+      }
+    } else {
+      dcp += dcn;
+    }
+    if constexpr (PEEP) {
+      dcp += da_i * w_ci[j];
+      dw_ci[j] += da_i * c_prev[j];
+      dw_co[j] += dao[j] * c_new[j];
+    }
+    dc[j] = dcp;
+  }
 }
 
 template <typename T>
@@ -635,10 +836,18 @@ std::vector<Tensor> lstm_backward_impl(
   Tensor h_in = mask ? empty_like_shape(x, {K * B, P}) : none_tensor(x);
   Tensor xw = q.ln_ih ? empty_like_shape(x, {K * B, G}) : none_tensor(x);
   Tensor dhh_buf = empty_like_shape(x, {B, H});   // d (o * tanh(c))
-  Tensor dcs_buf = empty_like_shape(x, {B, H});   // d tanh's input (times the LN gain)
+  Tensor dcs_buf = empty_like_shape(x, {B, H});   // d c~_t through h_t
   Tensor dh_keep = empty_like_shape(x, {B, P});   // the zoneout share of dh
   Tensor dh_in = empty_like_shape(x, {B, P});     // W_hh^T d a
   Tensor ones = at::ones({K * B}, x.options());
+  Tensor zeros = at::zeros({std::max({G, P, H})}, x.options());  // stands in for absent inputs
+  Tensor hh_scratch = empty_like_shape(x, {B, H});  // o * tanh(c) when there is no projection
+  Tensor chat_buf = q.ln_c_w ? empty_like_shape(x, {B, H}) : none_tensor(x);   // LN_c's xhat
+  Tensor shown_buf = q.ln_c_w ? empty_like_shape(x, {B, H}) : none_tensor(x);  // LN_c(c)
+  const T* zero = zeros.data_ptr<T>();
+  T* hh_scratch_p = hh_scratch.data_ptr<T>();
+  T* chat_p = q.ln_c_w ? chat_buf.data_ptr<T>() : nullptr;
+  T* shown_p = q.ln_c_w ? shown_buf.data_ptr<T>() : nullptr;
   T* dA_p = dA.data_ptr<T>();
   T* dHW_p = dHW.data_ptr<T>();
   T* dHn_p = proj ? dHn.data_ptr<T>() : nullptr;
@@ -649,7 +858,9 @@ std::vector<Tensor> lstm_backward_impl(
   T* dh_in_p = dh_in.data_ptr<T>();
 
   ThreadSums<T> peep_sums(3 * H), ln_hh_sums(G), ln_c_sums(2 * H), ln_ih_sums(G);
-  const int64_t grain = row_grain(B, G * P + (proj ? H * P : 0) + 40 * H);
+  const Schedule schedule(B, G * P, G * P + (proj ? H * P : 0) + 40 * H, 40 * H);
+  const PackedWeight<T> w_hh(tensors.w_hh, B);  // (G, P)
+  const PackedWeight<T> w_hr = proj ? PackedWeight<T>(*tensors.w_hr, B) : PackedWeight<T>();
 
   for (int64_t s1 = T_; s1 > 0; s1 -= K) {
     const int64_t s0 = std::max<int64_t>(0, s1 - K);
@@ -657,156 +868,90 @@ std::vector<Tensor> lstm_backward_impl(
     with_cell(forget_gate, q.w_ci != nullptr, [&](auto FG_, auto PEEP_) {
       constexpr bool FG = decltype(FG_)::value;
       constexpr bool PEEP = decltype(PEEP_)::value;
-      at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
-        const int64_t nb = b1 - b0;
-        T* peep_acc = peep_sums.mine();
-        T* ln_hh_acc = ln_hh_sums.mine();
-        T* ln_c_acc = ln_c_sums.mine();
+      schedule.run(B, [&](int64_t b0, int64_t b1, auto rows) {
         for (int64_t t = s1 - 1; t >= s0; --t) {
           const int64_t k = t - s0;
           // 1. dh through zoneout into h~_t (and through the projection, below)
-          for (int64_t b = b0; b < b1; ++b) {
-            T* dhn = proj ? dHn_p + (k * B + b) * P : dhh_p + b * H;
-            if (!valid(lengths, t, b)) {
-              std::fill(dhn, dhn + P, T(0));
-              continue;
+          rows(b0, b1, [&](int64_t r0, int64_t r1) {
+            for (int64_t b = r0; b < r1; ++b) {
+              T* dhn = proj ? dHn_p + (k * B + b) * P : dhh_p + b * H;
+              if (!valid(lengths, t, b)) {
+                std::fill(dhn, dhn + P, T(0));
+                continue;
+              }
+              zoneout_backward_row(P, dh_p + b * P, dout_p ? dout_p + (t * B + b) * P : zero,
+                                   zh ? zh.row(t, b, P) : zero, dh_keep_p + b * P, dhn);
             }
-            const T* dh_b = dh_p + b * P;
-            const T* dout = dout_p ? dout_p + (t * B + b) * P : nullptr;
-            T* keep = dh_keep_p + b * P;
-            const T* z = zh ? zh.row(t, b, P) : nullptr;
-            for (int64_t j = 0; j < P; ++j) {
-              const T dhz = dh_b[j] + (dout ? dout[j] : T(0));
-              keep[j] = z ? z[j] * dhz : T(0);
-              dhn[j] = z ? (T(1) - z[j]) * dhz : dhz;
-            }
-          }
+          });
           if (proj) {
-            gemm<T>(false, false, nb, H, P, T(1), dHn_p + (k * B + b0) * P, P, q.w_hr, H, T(0),
-                    dhh_p + b0 * H, H);
+            schedule.gemm(b0, b1, w_hr, dHn_p + k * B * P, P, false, dhh_p, H);
           }
           // 2. through o * tanh(LN(c)), the cell and the gates
-          for (int64_t b = b0; b < b1; ++b) {
-            T* da = dA_p + (k * B + b) * G;
-            T* dhw = dHW_p + (k * B + b) * G;
-            T* hh = proj ? HH_p + (k * B + b) * H : nullptr;
-            if (!valid(lengths, t, b)) {
-              std::fill(da, da + G, T(0));
-              if (q.ln_hh) std::fill(dhw, dhw + G, T(0));
-              if (hh) std::fill(hh, hh + H, T(0));
-              continue;
-            }
-            const int64_t row = t * B + b;
-            const T* a = gates_p + row * G;
-            const T* gi = a + s.gi();
-            const T* gf = a + s.gf();
-            const T* gg = a + s.gg();
-            const T* go = a + s.go();
-            const T* c_new = cells_p + row * H;
-            const T* c_prev = t == 0 ? c0_p + b * H
-                              : c_states_p ? c_states_p + (row - B) * H
-                                           : cells_p + (row - B) * H;
-            const T* dhh = dhh_p + b * H;
-            T* dcs = dcs_p + b * H;
-            const T* drec = drec_p ? drec_p + row * H : nullptr;
-            T* __restrict dai = da + s.gi();
-            T* __restrict daf = da + s.gf();
-            T* __restrict dag = da + s.gg();
-            T* __restrict dao = da + s.go();
-            // d tanh's input and d o
-            if (q.ln_c_w) {
-              const T* st = stats_p + row * kStats;
-              const T mean = st[kMeanC], rstd = st[kRstdC];
-              T* dgain = ln_c_acc;
-              T* dbias = ln_c_acc + H;
-              for (int64_t j = 0; j < H; ++j) {
-                const T chat = (c_new[j] - mean) * rstd;
-                const T th = act::tanh(chat * q.ln_c_w[j] + (q.ln_c_b ? q.ln_c_b[j] : T(0)));
-                if (hh) hh[j] = go[j] * th;
-                const T d_o = dhh[j] * th + (drec ? drec[4 * TBH + j] : T(0));
-                dao[j] = d_o * go[j] * (T(1) - go[j]);
-                const T dy = dhh[j] * go[j] * (T(1) - th * th);
-                dgain[j] += dy * chat;
-                dbias[j] += dy;
-                dcs[j] = dy;
+          rows(b0, b1, [&](int64_t r0, int64_t r1) {
+            for (int64_t b = r0; b < r1; ++b) {
+              T* da = dA_p + (k * B + b) * G;
+              T* dhw = dHW_p + (k * B + b) * G;
+              T* hh = proj ? HH_p + (k * B + b) * H : hh_scratch_p + b * H;
+              if (!valid(lengths, t, b)) {
+                std::fill(da, da + G, T(0));
+                if (q.ln_hh) std::fill(dhw, dhw + G, T(0));
+                std::fill(hh, hh + H, T(0));
+                continue;
               }
-              // through the layer norm of c: dcs becomes d c~ (the part through h)
-              T s_1 = 0, s_2 = 0;
-              for (int64_t j = 0; j < H; ++j) {
-                const T chat = (c_new[j] - mean) * rstd;
-                const T dyw = dcs[j] * q.ln_c_w[j];
-                s_1 += dyw;
-                s_2 += dyw * chat;
-              }
-              s_1 /= T(H);
-              s_2 /= T(H);
-              for (int64_t j = 0; j < H; ++j) {
-                const T chat = (c_new[j] - mean) * rstd;
-                dcs[j] = rstd * (dcs[j] * q.ln_c_w[j] - s_1 - chat * s_2);
-              }
-            } else {
-              for (int64_t j = 0; j < H; ++j) {
-                const T th = act::tanh(c_new[j]);
-                if (hh) hh[j] = go[j] * th;
-                const T d_o = dhh[j] * th + (drec ? drec[4 * TBH + j] : T(0));
-                dao[j] = d_o * go[j] * (T(1) - go[j]);
-                dcs[j] = dhh[j] * go[j] * (T(1) - th * th);
-              }
-            }
-            // d c~_t, the gates, and dc_{t-1}
-            T* dc_b = dc_p + b * H;
-            const T* z = zc ? zc.row(t, b, H) : nullptr;
-            const T* __restrict w_ci = q.w_ci;
-            const T* __restrict w_cf = q.w_cf;
-            const T* __restrict w_co = q.w_co;
-            T* dw_ci = peep_acc;
-            T* dw_cf = peep_acc + H;
-            T* dw_co = peep_acc + 2 * H;
-            for (int64_t j = 0; j < H; ++j) {
-              const T dcz = dc_b[j] + (drec ? drec[j] : T(0));
-              T dcn = (z ? (T(1) - z[j]) * dcz : dcz) + dcs[j];
-              if constexpr (PEEP) dcn += dao[j] * w_co[j];
-              const T di = dcn * gg[j] + (drec ? drec[TBH + j] : T(0));
-              const T dg = dcn * gi[j] + (drec ? drec[3 * TBH + j] : T(0));
-              const T da_i = di * gi[j] * (T(1) - gi[j]);
-              dai[j] = da_i;
-              dag[j] = dg * (T(1) - gg[j] * gg[j]);
-              T dcp = z ? z[j] * dcz : T(0);
-              if constexpr (FG) {
-                const T df = dcn * c_prev[j] + (drec ? drec[2 * TBH + j] : T(0));
-                const T da_f = df * gf[j] * (T(1) - gf[j]);
-                daf[j] = da_f;
-                dcp += dcn * gf[j];
-                if constexpr (PEEP) {
-                  dcp += da_f * w_cf[j];
-                  dw_cf[j] += da_f * c_prev[j];
+              const int64_t row = t * B + b;
+              T* peep_acc = peep_sums.mine();
+              T* ln_hh_acc = ln_hh_sums.mine();
+              T* ln_c_acc = ln_c_sums.mine();
+              const T* a = gates_p + row * G;
+              const T* c_new = cells_p + row * H;
+              const T* c_prev = t == 0 ? c0_p + b * H
+                                : c_states_p ? c_states_p + (row - B) * H
+                                             : cells_p + (row - B) * H;
+              auto rec = [&](int k) { return drec_p ? drec_p + k * TBH + row * H : zero; };
+              T* dcs = dcs_p + b * H;
+              if (q.ln_c_w) {
+                const T* st = stats_p + row * kStats;
+                T* chat = chat_p + b * H;
+                T* shown = shown_p + b * H;
+                for (int64_t j = 0; j < H; ++j) {
+                  chat[j] = (c_new[j] - st[kMeanC]) * st[kRstdC];
+                  shown[j] = chat[j] * q.ln_c_w[j] + (q.ln_c_b ? q.ln_c_b[j] : T(0));
                 }
+                output_backward_row(H, shown, a + s.go(), dhh_p + b * H, rec(4), hh, da + s.go(),
+                                    dcs);
+                T* dbias = ln_c_acc + H;
+                for (int64_t j = 0; j < H; ++j) dbias[j] += dcs[j];
+                row_layer_norm_backward(dcs, chat, q.ln_c_w, st[kRstdC], H, dcs, ln_c_acc);
               } else {
-                dcp += dcn;
+                output_backward_row(H, c_new, a + s.go(), dhh_p + b * H, rec(4), hh, da + s.go(),
+                                    dcs);
               }
-              if constexpr (PEEP) {
-                dcp += da_i * w_ci[j];
-                dw_ci[j] += da_i * c_prev[j];
-                dw_co[j] += dao[j] * c_new[j];
+              const T* z = zc ? zc.row(t, b, H) : zero;
+              gate_backward_row<T, FG, PEEP>(s, q, a, c_prev, c_new, dcs, z,
+                                             rec(0), rec(1), rec(2), rec(3), dc_p + b * H, da,
+                                             peep_acc);
+              if (q.ln_hh) {
+                const T rstd = stats_p[row * kStats + kRstdHH];
+                row_layer_norm_backward(da, ln_hw_p + row * G, q.ln_hh, rstd, G, dhw, ln_hh_acc);
               }
-              dc_b[j] = dcp;
             }
-            if (q.ln_hh) {
-              const T rstd = stats_p[row * kStats + kRstdHH];
-              row_layer_norm_backward(da, ln_hw_p + row * G, q.ln_hh, rstd, G, dhw, ln_hh_acc);
-            }
-          }
+          });
           // 3. dh_{t-1} = W_hh^T d(W_hh h) (masked) + the zoneout share
-          gemm<T>(false, false, nb, P, G, T(1), dHW_p + (k * B + b0) * G, G, q.w_hh, P, T(0),
-                  dh_in_p + b0 * P, P);
-          for (int64_t b = b0; b < b1; ++b) {
-            if (!valid(lengths, t, b)) continue;
-            T* dh_b = dh_p + b * P;
-            const T* din = dh_in_p + b * P;
-            const T* keep = dh_keep_p + b * P;
-            const T* m = mask ? mask + b * P : nullptr;
-            for (int64_t j = 0; j < P; ++j) dh_b[j] = (m ? din[j] * m[j] : din[j]) + keep[j];
-          }
+          schedule.gemm(b0, b1, w_hh, dHW_p + k * B * G, G, false, dh_in_p, P);
+          rows(b0, b1, [&](int64_t r0, int64_t r1) {
+            for (int64_t b = r0; b < r1; ++b) {
+              if (!valid(lengths, t, b)) continue;
+              T* __restrict dh_b = dh_p + b * P;
+              const T* __restrict din = dh_in_p + b * P;
+              const T* __restrict keep = dh_keep_p + b * P;
+              if (mask) {
+                const T* __restrict m = mask + b * P;
+                for (int64_t j = 0; j < P; ++j) dh_b[j] = din[j] * m[j] + keep[j];
+              } else {
+                for (int64_t j = 0; j < P; ++j) dh_b[j] = din[j] + keep[j];
+              }
+            }
+          });
         }
       });
     });
@@ -920,32 +1065,46 @@ std::vector<Tensor> rnn_forward_impl(const Tensor& x_, const Tensor& h0, const T
   T* out_p = output.data_ptr<T>();
   T* h_p = h_n.data_ptr<T>();
   const T* bias_p = bias.data_ptr<T>();
-  const T* w_hh_t_p = w_hh_t.data_ptr<T>();
 
   gemm<T>(false, true, T_ * B, H, D, T(1), x.data_ptr<T>(), D, w_ih.data_ptr<T>(), D, T(0),
           out_p, H);
+  const Schedule schedule(B, H * H, H * H + 10 * H, 10 * H);
+  const PackedWeight<T> w_hh_t_packed(w_hh_t, B);
   auto run = [&](auto RELU_) {
     constexpr bool RELU = decltype(RELU_)::value;
-    at::parallel_for(0, B, row_grain(B, H * H + 10 * H), [&](int64_t b0, int64_t b1) {
+    schedule.run(B, [&](int64_t b0, int64_t b1, auto rows) {
       for (int64_t t = 0; t < T_; ++t) {
         T* a_t = out_p + t * B * H;
-        gemm<T>(false, false, b1 - b0, H, H, T(1), h_p + b0 * H, H, w_hh_t_p, H, T(1),
-                a_t + b0 * H, H);
-        for (int64_t b = b0; b < b1; ++b) {
-          T* a = a_t + b * H;
-          if (!valid(lengths, t, b)) {
-            std::fill(a, a + H, T(0));
-            continue;
+        schedule.gemm(b0, b1, w_hh_t_packed, h_p, H, true, a_t, H);
+        rows(b0, b1, [&](int64_t r0, int64_t r1) {
+          for (int64_t b = r0; b < r1; ++b) {
+            T* a = a_t + b * H;
+            if (!valid(lengths, t, b)) {
+              std::fill(a, a + H, T(0));
+              continue;
+            }
+            rnn_activate_row<T, RELU>(a, bias_p, H);
+            std::copy(a, a + H, h_p + b * H);
           }
-          rnn_activate_row<T, RELU>(a, bias_p, H);
-          std::copy(a, a + H, h_p + b * H);
-        }
+        });
       }
     });
   };
   if (relu) run(std::integral_constant<bool, true>{});
   else run(std::integral_constant<bool, false>{});
   return {output, h_n};
+}
+
+// da = (dh + dout) act'(a), from h = act(a): 1 - h^2 for tanh, [h > 0] for relu.
+template <typename T>
+inline void rnn_activation_backward_row(int64_t H, bool relu, const T* __restrict h,
+                                        const T* __restrict dh, const T* __restrict dout,
+                                        T* __restrict da) {
+  if (relu) {
+    for (int64_t j = 0; j < H; ++j) da[j] = h[j] > T(0) ? dh[j] + dout[j] : T(0);
+  } else {
+    for (int64_t j = 0; j < H; ++j) da[j] = (dh[j] + dout[j]) * (T(1) - h[j] * h[j]);
+  }
 }
 
 template <typename T>
@@ -963,7 +1122,6 @@ std::vector<Tensor> rnn_backward_impl(const OptTensor& grad_output_, const OptTe
   const T* dout_p = ptr<T>(grad_output_c);
   const T* out_p = output.data_ptr<T>();
   const T* x_p = x.data_ptr<T>();
-  const T* w_hh_p = w_hh.data_ptr<T>();
 
   Tensor dh = grad_h_n ? grad_h_n->contiguous().clone() : at::zeros({B, H}, x.options());
   Tensor dx = need_dx ? empty_like_shape(x, {T_, B, D}) : none_tensor(x);
@@ -976,35 +1134,40 @@ std::vector<Tensor> rnn_backward_impl(const OptTensor& grad_output_, const OptTe
   Tensor dA = empty_like_shape(x, {K, B, H});
   Tensor dh_in = empty_like_shape(x, {B, H});
   Tensor ones = at::ones({K * B}, x.options());
+  Tensor zeros = at::zeros({H}, x.options());  // stands in for an absent output gradient
+  const T* zero = zeros.data_ptr<T>();
   T* dh_p = dh.data_ptr<T>();
   T* dA_p = dA.data_ptr<T>();
   T* dh_in_p = dh_in.data_ptr<T>();
 
+  const Schedule schedule(B, H * H, H * H + 10 * H, 10 * H);
+  const PackedWeight<T> w_hh_packed(w_hh, B);
   for (int64_t s1 = T_; s1 > 0; s1 -= K) {
     const int64_t s0 = std::max<int64_t>(0, s1 - K);
     const int64_t R = (s1 - s0) * B;
-    at::parallel_for(0, B, row_grain(B, H * H + 10 * H), [&](int64_t b0, int64_t b1) {
+    schedule.run(B, [&](int64_t b0, int64_t b1, auto rows) {
       for (int64_t t = s1 - 1; t >= s0; --t) {
         T* da_t = dA_p + (t - s0) * B * H;
-        for (int64_t b = b0; b < b1; ++b) {
-          T* da = da_t + b * H;
-          if (!valid(lengths, t, b)) {
-            std::fill(da, da + H, T(0));
-            continue;
+        rows(b0, b1, [&](int64_t r0, int64_t r1) {
+          for (int64_t b = r0; b < r1; ++b) {
+            T* da = da_t + b * H;
+            if (!valid(lengths, t, b)) {
+              std::fill(da, da + H, T(0));
+              continue;
+            }
+            const T* h = out_p + (t * B + b) * H;
+            const T* dh_b = dh_p + b * H;
+            const T* dout = dout_p ? dout_p + (t * B + b) * H : nullptr;
+            rnn_activation_backward_row(H, relu, h, dh_b, dout ? dout : zero, da);
           }
-          const T* h = out_p + (t * B + b) * H;
-          const T* dh_b = dh_p + b * H;
-          const T* dout = dout_p ? dout_p + (t * B + b) * H : nullptr;
-          for (int64_t j = 0; j < H; ++j) {
-            const T d = dh_b[j] + (dout ? dout[j] : T(0));
-            da[j] = relu ? (h[j] > T(0) ? d : T(0)) : d * (T(1) - h[j] * h[j]);
+        });
+        schedule.gemm(b0, b1, w_hh_packed, da_t, H, false, dh_in_p, H);
+        rows(b0, b1, [&](int64_t r0, int64_t r1) {
+          for (int64_t b = r0; b < r1; ++b) {
+            if (!valid(lengths, t, b)) continue;
+            std::copy(dh_in_p + b * H, dh_in_p + (b + 1) * H, dh_p + b * H);
           }
-        }
-        gemm<T>(false, false, b1 - b0, H, H, T(1), da_t + b0 * H, H, w_hh_p, H, T(0),
-                dh_in_p + b0 * H, H);
-        for (int64_t b = b0; b < b1; ++b) {
-          if (valid(lengths, t, b)) std::copy(dh_in_p + b * H, dh_in_p + (b + 1) * H, dh_p + b * H);
-        }
+        });
       }
     });
     const T* dA_rows = dA_p;
