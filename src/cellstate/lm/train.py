@@ -336,6 +336,11 @@ def train(
 
     budget = config.max_minutes * 60 if config.max_minutes is not None else math.inf
     last_eval = None
+    # Build (or load) the LSTM kernel before the clock starts: compiling is not training. In
+    # evaluation mode nothing draws random numbers, so an exact resume stays exact.
+    model.eval()
+    with torch.no_grad():
+        model(data.inputs[:1, :1])  # (1, 1)
     model.train()
     bar = tqdm(
         total=config.max_steps,
