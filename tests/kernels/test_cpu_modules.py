@@ -1,0 +1,186 @@
+"""cellstate.LSTM / RNN with backend="cpu" against the same modules on the reference backend:
+outputs, final states, per-step states, input and parameter gradients (tests/differential.py)."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+
+import cellstate
+from tests.differential import assert_modules_match, run_with_grads
+
+LSTM_VARIANTS = {
+    "plain": {},
+    "no_bias": {"bias": False},
+    "proj": {"proj_size": 3},
+    "peephole": {"peephole": True},
+    "layer_norm": {"layer_norm": True},
+    "no_forget_gate": {"forget_gate": False},
+    "zoneout": {"zoneout": (0.3, 0.5)},
+    "recurrent_dropout": {"recurrent_dropout": 0.4},
+    "return_states": {"return_states": True},
+    "everything": {
+        "proj_size": 3,
+        "peephole": True,
+        "layer_norm": True,
+        "forget_gate": False,
+        "zoneout": (0.2, 0.4),
+        "recurrent_dropout": 0.3,
+        "return_states": True,
+    },
+}
+FORMS = ("tensor", "batch_first", "packed", "hx", "unbatched")
+T, B, D, H = 6, 3, 4, 5
+
+
+class SameNoise(nn.Module):
+    """Reseeds before each call, so both backends draw the same zoneout and dropout masks."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args):
+        torch.manual_seed(1234)
+        return self.module(*args)
+
+
+def _pair(cls, dtype, train=True, **kwargs):
+    reference = cls(D, H, num_layers=2, backend="reference", dtype=dtype, **kwargs)
+    ours = cls(D, H, num_layers=2, backend="cpu", dtype=dtype, **kwargs)
+    ours.load_state_dict(reference.state_dict())
+    return SameNoise(ours).train(train), SameNoise(reference).train(train)
+
+
+def _inputs(form: str, dtype, batch_first_module: bool, state_sizes: list[int]):
+    x = (
+        torch.randn(B, T, D, dtype=dtype)
+        if batch_first_module
+        else torch.randn(T, B, D, dtype=dtype)
+    )
+    if form == "packed":
+        return (pack_padded_sequence(x, torch.tensor([6, 2, 4]), enforce_sorted=False),)
+    if form == "unbatched":
+        return (x[:, 0] if batch_first_module else x[:, 0],)
+    if form == "hx":
+        states = tuple(torch.randn(4, B, size, dtype=dtype) for size in state_sizes)
+        return (x, states if len(states) > 1 else states[0])
+    return (x,)
+
+
+def _check(ours, reference, args, dtype):
+    """float64: assert_modules_match, every difference below 1e-10 relative. float32: see
+    _assert_as_close_to_float64."""
+    if dtype == torch.float32:
+        _assert_as_close_to_float64(ours, reference, args)
+    else:
+        assert assert_modules_match(ours, reference, *args) < 1e-10
+
+
+def _assert_as_close_to_float64(ours, reference, args):
+    """Two float32 backends differ by the rounding of different summation orders, which layer
+    norm over a few units amplifies well past the helper's float32 tolerance. So anchor both to
+    the float64 reference: every output and gradient of ours must be within 1e-5 of it
+    (relative to its largest value), or about as close as the float32 reference's."""
+    truth = SameNoise(copy.deepcopy(reference.module).double())
+    args64 = [_to(a, torch.float64) for a in args]
+    results = {}
+    for name, module, inputs in (
+        ("ours", ours, args),
+        ("ref32", reference, args),
+        ("f64", truth, args64),
+    ):
+        outputs, grads = run_with_grads(module, inputs)
+        params = [(n, p.grad) for n, p in module.module.named_parameters()]
+        results[name] = outputs + grads + params
+        module.zero_grad(set_to_none=True)
+    for (label, a), (_, b), (_, exact) in zip(*results.values(), strict=True):
+        scale = exact.abs().max().item()
+        error = (a.double() - exact).abs().max().item() / scale
+        reference_error = (b.double() - exact).abs().max().item() / scale
+        assert error <= max(3 * reference_error, 1e-5), (
+            f"{label}: {error:.1e} vs {reference_error:.1e}"
+        )
+
+
+def _to(obj, dtype):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(dtype)
+    if isinstance(obj, PackedSequence):
+        return PackedSequence(
+            obj.data.to(dtype), obj.batch_sizes, obj.sorted_indices, obj.unsorted_indices
+        )
+    if isinstance(obj, tuple):
+        return tuple(_to(o, dtype) for o in obj)
+    return obj
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("variant", list(LSTM_VARIANTS))
+def test_lstm_matches_reference(variant, form, dtype):
+    kwargs = dict(LSTM_VARIANTS[variant], bidirectional=True, batch_first=form == "batch_first")
+    ours, reference = _pair(cellstate.LSTM, dtype, **kwargs)
+    P = kwargs.get("proj_size") or H
+    _check(ours, reference, _inputs(form, dtype, kwargs["batch_first"], [P, H]), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_rnn_matches_reference(nonlinearity, form, dtype):
+    kwargs = {"nonlinearity": nonlinearity, "bidirectional": True, "return_states": True}
+    kwargs["batch_first"] = form == "batch_first"
+    ours, reference = _pair(cellstate.RNN, dtype, **kwargs)
+    _check(ours, reference, _inputs(form, dtype, kwargs["batch_first"], [H]), dtype)
+
+
+def test_rnn_without_bias_matches_reference():
+    ours, reference = _pair(cellstate.RNN, torch.float64, bias=False)
+    assert assert_modules_match(ours, reference, torch.randn(T, B, D, dtype=torch.float64)) < 1e-10
+
+
+@pytest.mark.parametrize("variant", ["plain", "zoneout", "everything"])
+def test_lstm_eval_mode_matches_reference(variant):
+    """Evaluation: zoneout is the scalar expectation, recurrent dropout is off."""
+    ours, reference = _pair(cellstate.LSTM, torch.float64, train=False, **LSTM_VARIANTS[variant])
+    assert assert_modules_match(ours, reference, torch.randn(T, B, D, dtype=torch.float64)) < 1e-10
+
+
+@pytest.mark.parametrize("cls", [cellstate.LSTM, cellstate.RNN])
+def test_large_weights_two_threads_match_reference(cls):
+    """Weights beyond 1 MB switch to the per-step schedule (panels split across threads)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        hidden = 300 if cls is cellstate.LSTM else 600
+        kwargs = {"proj_size": 200, "peephole": True} if cls is cellstate.LSTM else {}
+        reference = cls(3, hidden, backend="reference", dtype=torch.float64, **kwargs)
+        ours = cls(3, hidden, backend="cpu", dtype=torch.float64, **kwargs)
+        ours.load_state_dict(reference.state_dict())
+        x = pack_padded_sequence(
+            torch.randn(4, 3, 3, dtype=torch.float64), torch.tensor([4, 1, 3]), enforce_sorted=False
+        )
+        assert assert_modules_match(ours, reference, x) < 1e-10
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_float32_large_hidden_close_to_float64():
+    """The float32 path (brgemm on packed weights, vectorised sigmoid/tanh) at a size where it is
+    used, against the float64 reference: outputs and gradients within 1e-5 relative."""
+    reference = cellstate.LSTM(3, 64, backend="reference", dtype=torch.float64)
+    ours = cellstate.LSTM(3, 64, backend="cpu")
+    ours.load_state_dict({k: v.float() for k, v in reference.state_dict().items()})
+    x = torch.randn(20, 16, 3, dtype=torch.float64)
+    out64, _ = reference(x)
+    out32, _ = ours(x.float())
+    out64.sum().backward()
+    out32.sum().backward()
+    torch.testing.assert_close(out32.double(), out64, rtol=1e-5, atol=1e-6)
+    for name, param in ours.named_parameters():
+        expected = dict(reference.named_parameters())[name].grad
+        scale = expected.abs().max()
+        assert (param.grad.double() - expected).abs().max() / scale < 1e-5, name
