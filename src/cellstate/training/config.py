@@ -114,7 +114,7 @@ class TrainingConfig:
     """
 
     optimizer: str = "adam"
-    lr: float = 0.03
+    lr: float = 0.01
     momentum: float = 0.0
     batch_size: int = 32
     clip: float = 1.0
