@@ -36,6 +36,18 @@ def test_an_untrained_uniform_model_scores_log2_of_the_vocabulary():
     assert bpc == pytest.approx(math.log2(13), rel=1e-6)
 
 
+def test_a_partial_evaluation_samples_the_whole_text():
+    model = CharLM(ModelConfig(vocab_size=2, hidden=4, layers=1, embed=3))
+    torch.nn.init.zeros_(model.head.weight)
+    with torch.no_grad():
+        model.head.bias.copy_(torch.tensor([2.0, 0.0]))  # predicts 0 with p = sigmoid(2)
+    ids = torch.cat([torch.zeros(100), torch.ones(101)]).long()  # 0s, then 1s
+    bpc = bits_per_char(model, ids, batch=2, seq_len=5, max_chars=20)
+    p0 = torch.sigmoid(torch.tensor(2.0)).item()
+    # Two streams, one in each half: 10 zeros and 10 ones predicted, not 20 zeros.
+    assert bpc == pytest.approx((-math.log2(p0) - math.log2(1 - p0)) / 2, rel=1e-5)
+
+
 def test_a_tiny_run_writes_its_files(tmp_path, text_file, capsys):
     out = tmp_path / "run"
     assert _train(text_file, out, "--max-steps", "7", "--checkpoint-every", "5") == 0

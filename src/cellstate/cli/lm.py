@@ -50,7 +50,7 @@ TRAIN_OPTIONS = (
     ("--max-steps", "max_steps", int, "stop after this many steps in all"),
     ("--max-minutes", "max_minutes", float, "stop after this much training time in all"),
     ("--eval-every", "eval_every", int, "steps between validation runs"),
-    ("--eval-chars", "eval_chars", int, "validation characters evaluated"),
+    ("--eval-chars", "eval_chars", int, "validation characters scored, spread over the split"),
     ("--checkpoint-every", "checkpoint_every", int, "steps between checkpoints"),
     ("--max-chars", "max_chars", int, "cut the corpus at this many characters"),
 )

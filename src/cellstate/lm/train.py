@@ -131,12 +131,19 @@ def text_streams(ids: Tensor, batch: int) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def bits_per_char(model: CharLM, ids: Tensor, batch: int, seq_len: int) -> float:
-    """Mean next-character cross-entropy over ``ids``, in bits, the state carried throughout."""
+def bits_per_char(
+    model: CharLM, ids: Tensor, batch: int, seq_len: int, max_chars: int | None = None
+) -> float:
+    """Mean next-character cross-entropy in bits over ``batch`` streams laid across ``ids``,
+    the state carried along each; with ``max_chars``, each stream cut to its share, so that
+    a partial evaluation still samples the whole text rather than its beginning."""
     was_training = model.training
     model.eval()
     streams = max(1, min(batch, (len(ids) - 1) // seq_len))
-    inputs, targets = text_streams(ids, streams)
+    inputs, targets = text_streams(ids, streams)  # (S, B) each
+    if max_chars is not None:
+        steps = max(1, max_chars // streams)
+        inputs, targets = inputs[:steps], targets[:steps]
     total, state = 0.0, None
     for start in range(0, len(inputs), seq_len):
         logits, state = model(inputs[start : start + seq_len], state)  # (T, B, V)
@@ -238,7 +245,7 @@ def load_data(config: TrainConfig, resume_from: dict | None = None) -> Data:
             f"the training text ({len(train_text)} characters) is too short for batch "
             f"{config.batch} x seq_len {config.seq_len}; use more text or smaller sizes"
         )
-    val_ids = vocab.encode(val_text[: config.eval_chars + 1])
+    val_ids = vocab.encode(val_text)
     return Data(corpus, sha, vocab, len(train_text), len(val_text), inputs, targets, val_ids)
 
 
@@ -284,7 +291,7 @@ def train(
                 "characters": len(corpus.text),
                 "train_characters": data.train_chars,
                 "validation_characters": data.val_chars,
-                "evaluated_validation_characters": len(val_ids) - 1,
+                "evaluated_validation_characters": min(config.eval_chars, len(val_ids) - 1),
                 "vocabulary": vocab.chars,
                 "sha256": data.sha256,
                 "sources": list(corpus.sources),
@@ -325,7 +332,9 @@ def train(
     def evaluate() -> dict:
         record = {
             "step": step,
-            "val_bpc": bits_per_char(model, val_ids, config.batch, config.seq_len),
+            "val_bpc": bits_per_char(
+                model, val_ids, config.batch, config.seq_len, config.eval_chars
+            ),
             "train_bpc": window[0] / window[1] / math.log(2) if window[1] else None,
             "train_seconds": seconds,
             "chars_per_second": step * chars_per_step / seconds if seconds else None,
