@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -165,9 +166,15 @@ def plot(results: list[Result], path: Path, task: str) -> None:
         xscale="log", xlabel="lag T", ylabel="test error (fraction wrong)", ylim=(-0.02, 1.02)
     )
     right.set_title(f"{task}: final test error")
+    lengths = sorted({r.length for r in results if r.length is not None})
     for ax in (left, right):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
+        # The lags themselves as ticks, in plain numbers rather than 10^x.
+        ax.set_xticks(lengths, [str(T) for T in lengths])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    left.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
+    left.yaxis.set_minor_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
