@@ -1,6 +1,7 @@
 """Config validation: every bad field is named in the ValueError; the resolved form round-trips."""
 
 import pytest
+import torch
 
 from cellstate.training.config import (
     ModelConfig,
@@ -43,6 +44,12 @@ from cellstate.training.config import (
 def test_bad_field_is_named(make, field):
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
         make()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_refused():
+    with pytest.raises(ValueError, match=r"training\.device"):
+        TrainingConfig(device="cuda")
 
 
 def test_test_set_large_enough_for_the_criterion():

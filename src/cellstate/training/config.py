@@ -11,6 +11,8 @@ import math
 import numbers
 from dataclasses import asdict, dataclass, field, fields
 
+import torch
+
 from cellstate.tasks import TASKS, Task, make_task
 
 MODELS = ("lstm", "rnn")
@@ -153,6 +155,8 @@ class TrainingConfig:
         _int("training", "test_seed", self.test_seed, 0)
         _int("training", "test_size", self.test_size, 1)
         _choice("training", "device", self.device, DEVICES)
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("training.device: cuda was asked for but torch sees no CUDA device")
 
 
 # Fields a resumed run may change without changing the trajectory of the parameters.
