@@ -89,6 +89,9 @@ def lstm_layer(
     if p.b_ih is not None:
         xw = xw + p.b_ih
 
+    # unbind, not xw[t]: the backward of indexing would write a whole (T, B, G) gradient per
+    # step (quadratic in T); unbind's backward stacks the T step gradients once.
+    xw_steps = xw.unbind(0)
     h, c = h0, c0
     outputs: list[Tensor] = []
     record: dict[str, list[Tensor]] = {k: [] for k in LSTM_STATE_NAMES} if return_states else {}
@@ -100,7 +103,7 @@ def lstm_layer(
             hw = F.layer_norm(hw, hw.shape[-1:], p.ln_hh, None, LAYER_NORM_EPS)
         if p.b_hh is not None:
             hw = hw + p.b_hh
-        a = xw[t] + hw  # (B, G)
+        a = xw_steps[t] + hw  # (B, G)
         if p.forget_gate:
             a_i, a_f, a_g, a_o = a.chunk(4, 1)  # each (B, H)
         else:
@@ -174,11 +177,12 @@ def rnn_layer(
     xw = x @ p.w_ih.t()  # (T, B, H)
     if p.b_ih is not None:
         xw = xw + p.b_ih
+    xw_steps = xw.unbind(0)  # see lstm_layer: indexing would be quadratic in T in backward
     h = h0
     outputs: list[Tensor] = []
     valid = _valid_masks(lengths, T, x.device)
     for t in range(T):
-        a = xw[t] + h @ p.w_hh.t()
+        a = xw_steps[t] + h @ p.w_hh.t()
         if p.b_hh is not None:
             a = a + p.b_hh
         h_new = act(a)
