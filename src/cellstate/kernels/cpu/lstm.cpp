@@ -379,6 +379,14 @@ struct LSTMShape {
   int64_t go() const { return (forget_gate ? 3 : 2) * H; }
 };
 
+// x (T, B, D), w_ih (G, D), w_hh (G, P); G = 4H, or 3H without a forget gate.
+inline LSTMShape lstm_shape(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh,
+                            bool forget_gate) {
+  const int64_t G = w_ih.size(0);
+  const int64_t H = G / (forget_gate ? 4 : 3);
+  return LSTMShape{x.size(0), x.size(1), x.size(2), H, w_hh.size(1), G, forget_gate};
+}
+
 // Layer-norm statistics saved per row: (mean, rstd) of W_ih x, rstd of W_hh h, (mean, rstd) of c.
 enum Stat { kMeanIH, kRstdIH, kRstdHH, kMeanC, kRstdC, kStats };
 
@@ -484,14 +492,7 @@ std::vector<Tensor> lstm_forward_impl(const Tensor& x_, const Tensor& h0, const 
                                       const OptTensor& lengths_, bool forget_gate,
                                       bool return_states, bool save) {
   const Tensor x = x_.contiguous();
-  LSTMShape s;
-  s.T = x.size(0);
-  s.B = x.size(1);
-  s.D = x.size(2);
-  s.G = tensors.w_ih.size(0);
-  s.P = tensors.w_hh.size(1);
-  s.forget_gate = forget_gate;
-  s.H = s.G / (forget_gate ? 4 : 3);
+  const LSTMShape s = lstm_shape(x, tensors.w_ih, tensors.w_hh, forget_gate);
   const auto [T_, B, D, H, P, G] = std::tuple{s.T, s.B, s.D, s.H, s.P, s.G};
   const LSTMParams<T> q = lstm_params<T>(tensors, s);
   const bool proj = q.w_hr != nullptr;
@@ -775,14 +776,7 @@ std::vector<Tensor> lstm_backward_impl(
   const Tensor x = x_.contiguous(), h0 = h0_.contiguous(), c0 = c0_.contiguous();
   const Tensor output = output_.contiguous(), gates = gates_.contiguous();
   const Tensor cells = cells_.contiguous();
-  LSTMShape s;
-  s.T = x.size(0);
-  s.B = x.size(1);
-  s.D = x.size(2);
-  s.G = tensors.w_ih.size(0);
-  s.P = tensors.w_hh.size(1);
-  s.forget_gate = forget_gate;
-  s.H = s.G / (forget_gate ? 4 : 3);
+  const LSTMShape s = lstm_shape(x, tensors.w_ih, tensors.w_hh, forget_gate);
   const auto [T_, B, D, H, P, G] = std::tuple{s.T, s.B, s.D, s.H, s.P, s.G};
   const LSTMParams<T> q = lstm_params<T>(tensors, s);
   const bool proj = q.w_hr != nullptr;
