@@ -149,6 +149,51 @@ def test_lstm_eval_mode_matches_reference(variant):
     assert assert_modules_match(ours, reference, torch.randn(T, B, D, dtype=torch.float64)) < 1e-10
 
 
+@pytest.fixture
+def two_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
+# Hidden sizes that select each schedule with 2 threads: whole recurrences on each thread's block
+# of sequences (weights in L2), or steps in order with each step's GEMM split (larger weights).
+SCHEDULES = {"batch_split": 40, "per_step": 300}
+
+
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+@pytest.mark.parametrize("variant", list(LSTM_VARIANTS))
+def test_lstm_on_two_threads_matches_reference(two_threads, variant, schedule):
+    """Both threads really run (tests/kernels/test_dispatch.py checks that they fork): an odd
+    batch split unevenly, packed lengths, both directions, every variant, float64."""
+    kwargs = dict(LSTM_VARIANTS[variant], bidirectional=True)
+    reference = cellstate.LSTM(
+        3, SCHEDULES[schedule], backend="reference", dtype=torch.float64, **kwargs
+    )
+    ours = cellstate.LSTM(3, SCHEDULES[schedule], backend="cpu", dtype=torch.float64, **kwargs)
+    ours.load_state_dict(reference.state_dict())
+    lengths = torch.tensor([4, 1, 3, 4, 2, 4, 3])
+    x = pack_padded_sequence(
+        torch.randn(4, 7, 3, dtype=torch.float64), lengths, enforce_sorted=False
+    )
+    assert assert_modules_match(SameNoise(ours), SameNoise(reference), x) < 1e-10
+
+
+@pytest.mark.parametrize("hidden", [40, 600], ids=["batch_split", "per_step"])
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_rnn_on_two_threads_matches_reference(two_threads, nonlinearity, hidden):
+    kwargs = {"nonlinearity": nonlinearity, "bidirectional": True, "dtype": torch.float64}
+    reference = cellstate.RNN(3, hidden, backend="reference", **kwargs)
+    ours = cellstate.RNN(3, hidden, backend="cpu", **kwargs)
+    ours.load_state_dict(reference.state_dict())
+    lengths = torch.randint(1, 5, (17,))
+    x = pack_padded_sequence(
+        torch.randn(4, 17, 3, dtype=torch.float64), lengths, enforce_sorted=False
+    )
+    assert assert_modules_match(ours, reference, x) < 1e-10
+
+
 @pytest.mark.parametrize("cls", [cellstate.LSTM, cellstate.RNN])
 def test_large_weights_two_threads_match_reference(cls):
     """Weights beyond 1 MB switch to the per-step schedule (panels split across threads)."""

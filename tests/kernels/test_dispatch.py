@@ -74,3 +74,15 @@ def test_cache_directory_is_keyed_by_torch_capability_and_source():
     name = build.build_dir().name
     assert name.startswith(torch.__version__.replace("+", "_"))
     assert torch.backends.cpu.get_cpu_capability() in name
+
+
+def test_kernel_loops_run_on_every_torch_thread():
+    """The kernel's at::parallel_for really forks (it runs serially unless compiled with OpenMP)."""
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            assert build.load().parallel_threads() == n
+            assert f"run on {n} of {n} threads" in dispatch.backend_status()["cpu"]
+    finally:
+        torch.set_num_threads(threads)

@@ -3,6 +3,7 @@
 
 #include <torch/extension.h>
 
+#include <atomic>
 #include <optional>
 #include <vector>
 
@@ -40,10 +41,23 @@ std::vector<Tensor> rnn_backward(const OptTensor& grad_output, const OptTensor& 
                                  const Tensor& w_ih, const Tensor& w_hh, const OptTensor& lengths,
                                  bool relu, bool has_bias, bool need_dx);
 
+// How many threads an at::parallel_for of this library really runs on (at::get_num_threads() when
+// it was compiled with OpenMP; 1 when it was not, however many threads torch is set to).
+int64_t parallel_threads() {
+  std::vector<std::atomic<bool>> seen(size_t(at::get_num_threads()));
+  at::parallel_for(0, 1 << 16, 1, [&](int64_t, int64_t) {
+    seen[size_t(at::get_thread_num())].store(true);
+  });
+  int64_t used = 0;
+  for (const auto& flag : seen) used += flag.load();
+  return used;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "cellstate fused CPU kernels (use them through cellstate.kernels.cpu.ops)";
   m.def("lstm_forward", &lstm_forward);
   m.def("lstm_backward", &lstm_backward);
   m.def("rnn_forward", &rnn_forward);
   m.def("rnn_backward", &rnn_backward);
+  m.def("parallel_threads", &parallel_threads);
 }

@@ -43,7 +43,9 @@ def _capability() -> str:
 
 
 def _flags() -> list[str]:
-    return ["-O3", *ISA_FLAGS.get(_capability(), [])]
+    # -fopenmp: at::parallel_for is a header template that only forks when _OPENMP is defined
+    # where it is compiled; without it every "threaded" loop of the kernel runs on one thread.
+    return ["-O3", "-fopenmp", *ISA_FLAGS.get(_capability(), [])]
 
 
 def _cache_root() -> Path:
@@ -98,7 +100,8 @@ def _expected_seconds() -> int:
 def status() -> str:
     """The kernel's state, without compiling: built / not built yet / cannot build: why."""
     if _module is not None:
-        return f"built ({_library_path()})"
+        used, threads = _module.parallel_threads(), torch.get_num_threads()
+        return f"built ({_library_path()}; its loops run on {used} of {threads} threads)"
     if _failure is not None:
         return f"cannot build: {_failure}"
     if _library_path().exists():
@@ -159,6 +162,7 @@ def _build() -> ModuleType:
         name=_name(),
         sources=[str(Path(__file__).parent / name) for name in SOURCES],
         extra_cflags=_flags(),
+        extra_ldflags=["-fopenmp"],
         build_directory=str(directory),
         verbose=False,
     )
