@@ -5,8 +5,9 @@
 // Shapes: T time, B batch, D input, H hidden, P output (proj_size or H), G gate rows (4H; 3H
 // without a forget gate: rows i, g, o). Tensors are contiguous and row-major; a "row" is one
 // sequence at one step. Sequences are independent, so threads split the batch (see Schedule);
-// the per-step GEMMs run on weights packed once per call (see PackedWeight), and the
-// whole-sequence GEMMs (input projections, weight gradients) use BLAS threads.
+// the per-step GEMMs (each step's input projection and recurrent product) run on weights packed
+// once per call (see PackedWeight), and the backward's whole-sequence GEMMs (weight gradients,
+// input gradient) use BLAS threads.
 //
 // Saved for backward (forward with save=true): the activated gates (T, B, G), the cell before
 // zoneout c~_t (T, B, H), the cell state after zoneout (only with zoneout on c), and for layer
@@ -166,6 +167,9 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
 // MKL's sgemm (re-packing the weight on every call) reaches 60-90.
 
 constexpr int64_t kPanel = 64;
+// Below this K (a few input features) a product is a handful of vectorised row updates, cheaper
+// than a micro-kernel call per panel.
+constexpr int64_t kSmallK = 16;
 
 #ifdef CPUBLAS_BRGEMM_F32F32F32
 // Whether this torch build and CPU can run the f32 brgemm (it throws where oneDNN's ukernel is
@@ -197,7 +201,10 @@ struct PackedWeight {
   PackedWeight(const Tensor& weight, int64_t rows)
       : b(weight.data_ptr<T>()), K(weight.size(0)), N(weight.size(1)) {
 #ifdef CPUBLAS_BRGEMM_F32F32F32
-    if (!std::is_same_v<T, float> || rows * K * N <= kSmallGemm || !brgemm_works()) return;
+    if (!std::is_same_v<T, float> || rows * K * N <= kSmallGemm || K < kSmallK ||
+        !brgemm_works()) {
+      return;
+    }
     panels_storage = at::empty({K * N}, weight.options());
     T* out = panels_storage.data_ptr<T>();
     for (int64_t n0 = 0; n0 < N; n0 += kPanel) {
@@ -214,6 +221,18 @@ struct PackedWeight {
   void multiply(int64_t m, int64_t p0, int64_t p1, const T* a, int64_t lda, bool add, T* c,
                 int64_t ldc) const {
     if (m == 0) return;
+    if (!panels_storage.defined() && K < kSmallK) {
+      for (int64_t r = 0; r < m; ++r) {
+        T* __restrict cr = c + r * ldc;
+        if (!add) std::fill(cr, cr + N, T(0));
+        for (int64_t k = 0; k < K; ++k) {
+          const T ak = a[r * lda + k];
+          const T* __restrict bk = b + k * N;
+          for (int64_t j = 0; j < N; ++j) cr[j] += ak * bk[j];
+        }
+      }
+      return;
+    }
     if (!panels_storage.defined()) {
       gemm<T>(false, false, m, N, K, T(1), a, lda, b, N, add ? T(1) : T(0), c, ldc);
       return;
@@ -344,6 +363,24 @@ struct Schedule {
       });
     } else {
       w.multiply(b1 - b0, 0, w.panels(), a_rows, lda, add, c_rows, ldc);
+    }
+  }
+
+  // C = A1 W1 + A2 W2 (rows b0..b1) with one fork-join per step: each panel's two products back
+  // to back on one thread.
+  template <typename T>
+  void gemm_sum(int64_t b0, int64_t b1, const PackedWeight<T>& w1, const T* a1, int64_t lda1,
+                const PackedWeight<T>& w2, const T* a2, int64_t lda2, T* c, int64_t ldc) const {
+    if (per_step && w1.panels() > 1 && w1.panels() == w2.panels()) {
+      const int64_t m = b1 - b0;
+      T* c_rows = c + b0 * ldc;
+      at::parallel_for(0, w1.panels(), 1, [&](int64_t p0, int64_t p1) {
+        w1.multiply(m, p0, p1, a1 + b0 * lda1, lda1, false, c_rows, ldc);
+        w2.multiply(m, p0, p1, a2 + b0 * lda2, lda2, true, c_rows, ldc);
+      });
+    } else {
+      gemm(b0, b1, w1, a1, lda1, false, c, ldc);
+      gemm(b0, b1, w2, a2, lda2, true, c, ldc);
     }
   }
 
@@ -506,11 +543,9 @@ std::vector<Tensor> lstm_forward_impl(const Tensor& x_, const Tensor& h0, const 
   Tensor output = empty_like_shape(x, {T_, B, P});
   Tensor h_n = h0.contiguous().clone();  // (B, P): the running state, updated in place
   Tensor c_n = c0.contiguous().clone();  // (B, H)
-  // gates is the workspace of the input projections, then holds the activated gates. With
-  // save it keeps every step for backward; in inference the projections are computed a chunk
-  // of steps at a time into a small reused buffer (no (T, B, G) allocation, cache-resident).
-  const int64_t Kc = save ? T_ : std::clamp<int64_t>((int64_t(1) << 18) / (B * G), 1, T_);
-  Tensor gates = empty_like_shape(x, {Kc, B, G});
+  // gates holds each step's pre-activations, then its activated gates: every step with save
+  // (backward needs them), else one reused, cache-resident step.
+  Tensor gates = empty_like_shape(x, {save ? T_ : 1, B, G});
   Tensor cells = save ? empty_like_shape(x, {T_, B, H}) : empty_like_shape(x, {B, H});
   Tensor c_states = save && zc ? empty_like_shape(x, {T_, B, H}) : none_tensor(x);
   Tensor ln_hw = q.ln_hh ? empty_like_shape(x, {save ? T_ : 1, B, G}) : none_tensor(x);
@@ -520,6 +555,7 @@ std::vector<Tensor> lstm_forward_impl(const Tensor& x_, const Tensor& h0, const 
   Tensor h_new_buf = empty_like_shape(x, {B, P});                            // before zoneout
   Tensor h_in_buf = mask ? empty_like_shape(x, {B, P}) : none_tensor(x);    // h * mask
 
+  const T* x_p = x.data_ptr<T>();
   T* gates_p = gates.data_ptr<T>();
   T* out_p = output.data_ptr<T>();
   T* h_p = h_n.data_ptr<T>();
@@ -536,148 +572,153 @@ std::vector<Tensor> lstm_forward_impl(const Tensor& x_, const Tensor& h0, const 
   // Saved tensors are indexed by step; their single-step scratch versions by step 0.
   auto at_step = [&](int64_t t) { return save ? t : 0; };
 
-  const Schedule schedule(B, G * P, G * P + (proj ? H * P : 0) + 20 * H, 20 * H);
+  const Schedule schedule(B, G * (D + P), G * (D + P) + (proj ? H * P : 0) + 20 * H, 20 * H);
+  const Tensor w_ih_t_storage = tensors.w_ih.t().contiguous();  // (D, G)
+  const PackedWeight<T> w_ih_t(w_ih_t_storage, B);
   const PackedWeight<T> w_hh_t(q.w_hh_t_storage, B);  // (P, G)
   const PackedWeight<T> w_hr_t = proj ? PackedWeight<T>(q.w_hr_t_storage, B) : PackedWeight<T>();
-  for (int64_t t0 = 0; t0 < T_; t0 += Kc) {
-    const int64_t t1 = std::min(T_, t0 + Kc);
-    // All input projections of the chunk in one GEMM: gates (R, G) = x (R, D) W_ih^T.
-    gemm<T>(false, true, (t1 - t0) * B, G, D, T(1), x.data_ptr<T>() + t0 * B * D, D, q.w_ih, D,
-            T(0), gates_p, G);
-    if (q.ln_ih) {
-      at::parallel_for(0, (t1 - t0) * B, 64, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-          T* a = gates_p + r * G;
-          T mean, rstd;
-          row_moments(a, G, mean, rstd);
-          for (int64_t j = 0; j < G; ++j) a[j] = (a[j] - mean) * rstd * q.ln_ih[j];
-          if (save) {
-            stats_p[r * kStats + kMeanIH] = mean;
-            stats_p[r * kStats + kRstdIH] = rstd;
-          }
+  // The input projection of each step is computed with its recurrent GEMM, on the same rows and
+  // weight panels (rather than one whole-sequence GEMM up front): no (T, B, G) pass through
+  // memory in inference, and no BLAS call while the other threads wait.
+  const bool separate_projections = q.ln_ih || q.ln_hh;  // layer norm normalises each one
+  with_cell(forget_gate, q.w_ci != nullptr, [&](auto FG_, auto PEEP_) {
+    constexpr bool FG = decltype(FG_)::value;
+    constexpr bool PEEP = decltype(PEEP_)::value;
+    schedule.run(B, [&](int64_t b0, int64_t b1, auto rows) {
+      for (int64_t t = 0; t < T_; ++t) {
+        T* a_t = gates_p + at_step(t) * B * G;
+        const T* x_t = x_p + t * B * D;
+        if (mask) {
+          for (int64_t k = b0 * P; k < b1 * P; ++k) h_in_p[k] = h_p[k] * mask[k];
         }
-      });
-    }
-
-    with_cell(forget_gate, q.w_ci != nullptr, [&](auto FG_, auto PEEP_) {
-      constexpr bool FG = decltype(FG_)::value;
-      constexpr bool PEEP = decltype(PEEP_)::value;
-      schedule.run(B, [&](int64_t b0, int64_t b1, auto rows) {
-        for (int64_t t = t0; t < t1; ++t) {
-          T* a_t = gates_p + (t - t0) * B * G;
-          if (mask) {
-            for (int64_t k = b0 * P; k < b1 * P; ++k) h_in_p[k] = h_p[k] * mask[k];
-          }
-          // a += W_hh h_{t-1}, or its layer norm
-          if (q.ln_hh) {
-            T* hw = ln_hw_p + at_step(t) * B * G;
-            schedule.gemm(b0, b1, w_hh_t, h_in_p, P, false, hw, G);
-            rows(b0, b1, [&](int64_t r0, int64_t r1) {
-              for (int64_t b = r0; b < r1; ++b) {
-                if (!valid(lengths, t, b)) continue;
-                T* hw_b = hw + b * G;
-                T* a = a_t + b * G;
-                T mean, rstd;
-                row_moments(hw_b, G, mean, rstd);
-                for (int64_t j = 0; j < G; ++j) {
-                  hw_b[j] = (hw_b[j] - mean) * rstd;
-                  a[j] += q.ln_hh[j] * hw_b[j];
-                }
-                stats_p[(at_step(t) * B + b) * kStats + kRstdHH] = rstd;
-              }
-            });
-          } else {
-            schedule.gemm(b0, b1, w_hh_t, h_in_p, P, true, a_t, G);
-          }
-          // gates, c~_t and o * tanh(c~_t)
-          T* cells_t = cells_p + at_step(t) * B * H;
+        if (!separate_projections) {
+          // a = W_ih x_t + W_hh h_{t-1}
+          schedule.gemm_sum(b0, b1, w_ih_t, x_t, D, w_hh_t, h_in_p, P, a_t, G);
+        } else {
+          schedule.gemm(b0, b1, w_ih_t, x_t, D, false, a_t, G);
+        }
+        if (q.ln_ih) {
           rows(b0, b1, [&](int64_t r0, int64_t r1) {
             for (int64_t b = r0; b < r1; ++b) {
-              T* hh = hh_p + b * H;
-              if (!valid(lengths, t, b)) {
-                std::fill(hh, hh + H, T(0));  // keeps the projection GEMM below finite
+              T* a = a_t + b * G;
+              T mean, rstd;
+              row_moments(a, G, mean, rstd);
+              for (int64_t j = 0; j < G; ++j) a[j] = (a[j] - mean) * rstd * q.ln_ih[j];
+              T* st = stats_p + (at_step(t) * B + b) * kStats;
+              st[kMeanIH] = mean;
+              st[kRstdIH] = rstd;
+            }
+          });
+        }
+        // a += W_hh h_{t-1}, or its layer norm
+        if (q.ln_hh) {
+          T* hw = ln_hw_p + at_step(t) * B * G;
+          schedule.gemm(b0, b1, w_hh_t, h_in_p, P, false, hw, G);
+          rows(b0, b1, [&](int64_t r0, int64_t r1) {
+            for (int64_t b = r0; b < r1; ++b) {
+              if (!valid(lengths, t, b)) continue;
+              T* hw_b = hw + b * G;
+              T* a = a_t + b * G;
+              T mean, rstd;
+              row_moments(hw_b, G, mean, rstd);
+              for (int64_t j = 0; j < G; ++j) {
+                hw_b[j] = (hw_b[j] - mean) * rstd;
+                a[j] += q.ln_hh[j] * hw_b[j];
+              }
+              stats_p[(at_step(t) * B + b) * kStats + kRstdHH] = rstd;
+            }
+          });
+        } else if (separate_projections) {
+          schedule.gemm(b0, b1, w_hh_t, h_in_p, P, true, a_t, G);
+        }
+        // gates, c~_t and o * tanh(c~_t)
+        T* cells_t = cells_p + at_step(t) * B * H;
+        rows(b0, b1, [&](int64_t r0, int64_t r1) {
+          for (int64_t b = r0; b < r1; ++b) {
+            T* hh = hh_p + b * H;
+            if (!valid(lengths, t, b)) {
+              std::fill(hh, hh + H, T(0));  // keeps the projection GEMM below finite
+              continue;
+            }
+            T* a = a_t + b * G;
+            const T* c_prev = c_p + b * H;
+            T* c_new = cells_t + b * H;
+            cell_forward_row<T, FG, PEEP>(s, q, a, c_prev, c_new);
+            const T* o = a + s.go();
+            if (q.ln_c_w) {
+              T mean, rstd;
+              row_moments(c_new, H, mean, rstd);
+              for (int64_t j = 0; j < H; ++j) {
+                const T shown =
+                  (c_new[j] - mean) * rstd * q.ln_c_w[j] + (q.ln_c_b ? q.ln_c_b[j] : T(0));
+                hh[j] = o[j] * act::tanh(shown);
+              }
+              T* st = stats_p + (at_step(t) * B + b) * kStats;
+              st[kMeanC] = mean;
+              st[kRstdC] = rstd;
+            } else {
+              for (int64_t j = 0; j < H; ++j) hh[j] = o[j] * act::tanh(c_new[j]);
+            }
+          }
+        });
+        if (proj) {
+          schedule.gemm(b0, b1, w_hr_t, hh_p, H, false, h_new_p, P);
+        }
+        // zoneout, lengths, output and records
+        T* out_t = out_p + t * B * P;
+        rows(b0, b1, [&](int64_t r0, int64_t r1) {
+          for (int64_t b = r0; b < r1; ++b) {
+            T* out = out_t + b * P;
+            const bool ok = valid(lengths, t, b);
+            if (!ok) {
+              std::fill(out, out + P, T(0));
+            } else {
+              T* h = h_p + b * P;
+              const T* h_new = h_new_p + b * P;
+              if (zh) {
+                const T* z = zh.row(t, b, P);
+                for (int64_t j = 0; j < P; ++j) h[j] = z[j] * h[j] + (T(1) - z[j]) * h_new[j];
+              } else {
+                std::copy(h_new, h_new + P, h);
+              }
+              std::copy(h, h + P, out);
+              T* c = c_p + b * H;
+              const T* c_new = cells_t + b * H;
+              if (zc) {
+                const T* z = zc.row(t, b, H);
+                for (int64_t j = 0; j < H; ++j) c[j] = z[j] * c[j] + (T(1) - z[j]) * c_new[j];
+                if (c_states_p) std::copy(c, c + H, c_states_p + (t * B + b) * H);
+              } else {
+                std::copy(c_new, c_new + H, c);
+              }
+            }
+            if (rec_p) {
+              const int64_t row = (t * B + b) * H;
+              T* rec_c = rec_p + row;
+              T* rec_i = rec_p + TBH + row;
+              T* rec_f = rec_p + 2 * TBH + row;
+              T* rec_g = rec_p + 3 * TBH + row;
+              T* rec_o = rec_p + 4 * TBH + row;
+              if (!ok) {
+                for (T* r : {rec_c, rec_i, rec_f, rec_g, rec_o}) std::fill(r, r + H, T(0));
                 continue;
               }
-              T* a = a_t + b * G;
-              const T* c_prev = c_p + b * H;
-              T* c_new = cells_t + b * H;
-              cell_forward_row<T, FG, PEEP>(s, q, a, c_prev, c_new);
-              const T* o = a + s.go();
-              if (q.ln_c_w) {
-                T mean, rstd;
-                row_moments(c_new, H, mean, rstd);
-                for (int64_t j = 0; j < H; ++j) {
-                  const T shown =
-                    (c_new[j] - mean) * rstd * q.ln_c_w[j] + (q.ln_c_b ? q.ln_c_b[j] : T(0));
-                  hh[j] = o[j] * act::tanh(shown);
-                }
-                T* st = stats_p + (at_step(t) * B + b) * kStats;
-                st[kMeanC] = mean;
-                st[kRstdC] = rstd;
+              const T* a = a_t + b * G;
+              std::copy(c_p + b * H, c_p + (b + 1) * H, rec_c);
+              std::copy(a + s.gi(), a + s.gi() + H, rec_i);
+              if (forget_gate) {
+                std::copy(a + s.gf(), a + s.gf() + H, rec_f);
               } else {
-                for (int64_t j = 0; j < H; ++j) hh[j] = o[j] * act::tanh(c_new[j]);
+                std::fill(rec_f, rec_f + H, T(1));
               }
+              std::copy(a + s.gg(), a + s.gg() + H, rec_g);
+              std::copy(a + s.go(), a + s.go() + H, rec_o);
             }
-          });
-          if (proj) {
-            schedule.gemm(b0, b1, w_hr_t, hh_p, H, false, h_new_p, P);
           }
-          // zoneout, lengths, output and records
-          T* out_t = out_p + t * B * P;
-          rows(b0, b1, [&](int64_t r0, int64_t r1) {
-            for (int64_t b = r0; b < r1; ++b) {
-              T* out = out_t + b * P;
-              const bool ok = valid(lengths, t, b);
-              if (!ok) {
-                std::fill(out, out + P, T(0));
-              } else {
-                T* h = h_p + b * P;
-                const T* h_new = h_new_p + b * P;
-                if (zh) {
-                  const T* z = zh.row(t, b, P);
-                  for (int64_t j = 0; j < P; ++j) h[j] = z[j] * h[j] + (T(1) - z[j]) * h_new[j];
-                } else {
-                  std::copy(h_new, h_new + P, h);
-                }
-                std::copy(h, h + P, out);
-                T* c = c_p + b * H;
-                const T* c_new = cells_t + b * H;
-                if (zc) {
-                  const T* z = zc.row(t, b, H);
-                  for (int64_t j = 0; j < H; ++j) c[j] = z[j] * c[j] + (T(1) - z[j]) * c_new[j];
-                  if (c_states_p) std::copy(c, c + H, c_states_p + (t * B + b) * H);
-                } else {
-                  std::copy(c_new, c_new + H, c);
-                }
-              }
-              if (rec_p) {
-                const int64_t row = (t * B + b) * H;
-                T* rec_c = rec_p + row;
-                T* rec_i = rec_p + TBH + row;
-                T* rec_f = rec_p + 2 * TBH + row;
-                T* rec_g = rec_p + 3 * TBH + row;
-                T* rec_o = rec_p + 4 * TBH + row;
-                if (!ok) {
-                  for (T* r : {rec_c, rec_i, rec_f, rec_g, rec_o}) std::fill(r, r + H, T(0));
-                  continue;
-                }
-                const T* a = a_t + b * G;
-                std::copy(c_p + b * H, c_p + (b + 1) * H, rec_c);
-                std::copy(a + s.gi(), a + s.gi() + H, rec_i);
-                if (forget_gate) {
-                  std::copy(a + s.gf(), a + s.gf() + H, rec_f);
-                } else {
-                  std::fill(rec_f, rec_f + H, T(1));
-                }
-                std::copy(a + s.gg(), a + s.gg() + H, rec_g);
-                std::copy(a + s.go(), a + s.go() + H, rec_o);
-              }
-            }
-          });
-        }
-      });
+        });
+      }
     });
-  }
+  });
   if (!save) {
     gates = none_tensor(x);
     cells = none_tensor(x);
