@@ -123,6 +123,64 @@ inline bool blas_gemm(char ta, char tb, int m, int n, int k, double alpha, const
 // Below this many multiply-adds a plain loop beats a BLAS call's fixed cost (the B = 1, small H
 // regime, where the per-step overhead is the whole cost).
 constexpr int64_t kSmallGemm = 8192;
+// Products with fewer output columns than this (a few input features, a bias) are a handful of
+// vectorised passes over the big operand; BLAS runs them on a slow path.
+constexpr int64_t kNarrow = 16;
+
+// sum_j a[j] b[j] in 16 interleaved partial sums, so that the compiler vectorises it without
+// -ffast-math (a single running sum fixes the order of additions).
+template <typename T>
+inline T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
+  constexpr int64_t L = 16;
+  T acc[L] = {};
+  int64_t j = 0;
+  for (; j + L <= n; j += L) {
+    for (int64_t l = 0; l < L; ++l) acc[l] += a[j + l] * b[j + l];
+  }
+  T sum = 0;
+  for (; j < n; ++j) sum += a[j] * b[j];
+  for (int64_t l = 0; l < L; ++l) sum += acc[l];
+  return sum;
+}
+
+// Row-major C (m, n) = alpha op(A) op(B) + beta C for narrow n (< kNarrow), the two shapes the
+// backward needs: A^T B (weight gradients of a few input features, bias gradients: a column
+// block of A per thread) and A B (the gradient of a few input features: one dot product per
+// output). False for any other shape.
+template <typename T>
+bool narrow_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha,
+                 const T* a, int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  if (n >= kNarrow || trans_b) return false;
+  auto store = [&](T* out, T value) { *out = alpha * value + (beta == T(0) ? T(0) : beta * *out); };
+  if (trans_a) {  // A is stored (k, m)
+    at::parallel_for(0, m, 256, [&](int64_t i0, int64_t i1) {
+      const int64_t w = i1 - i0;
+      std::vector<T> acc(size_t(n * w), T(0));
+      for (int64_t p = 0; p < k; ++p) {
+        const T* __restrict ap = a + p * lda + i0;
+        for (int64_t j = 0; j < n; ++j) {
+          const T bv = b[p * ldb + j];
+          T* __restrict accj = acc.data() + j * w;
+          for (int64_t i = 0; i < w; ++i) accj[i] += bv * ap[i];
+        }
+      }
+      for (int64_t i = 0; i < w; ++i) {
+        for (int64_t j = 0; j < n; ++j) store(c + (i0 + i) * ldc + j, acc[size_t(j * w + i)]);
+      }
+    });
+    return true;
+  }
+  std::vector<T> b_t(size_t(n * k));  // B's columns as contiguous rows
+  for (int64_t p = 0; p < k; ++p) {
+    for (int64_t j = 0; j < n; ++j) b_t[size_t(j * k + p)] = b[p * ldb + j];
+  }
+  at::parallel_for(0, m, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t j = 0; j < n; ++j) store(c + r * ldc + j, dot(a + r * lda, &b_t[size_t(j * k)], k));
+    }
+  });
+  return true;
+}
 // Row-major C (m, n) = alpha op(A) op(B) + beta C; beta = 0 overwrites C.
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
@@ -144,6 +202,7 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
     }
     return;
   }
+  if (narrow_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
   if (blas_gemm(trans_b ? 'T' : 'N', trans_a ? 'T' : 'N', int(n), int(m), int(k), alpha, b,
                 int(ldb), a, int(lda), beta, c, int(ldc))) {
