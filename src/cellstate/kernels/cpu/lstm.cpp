@@ -143,6 +143,12 @@ inline T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
   return sum;
 }
 
+// y += alpha x over n values.
+template <typename T>
+inline void axpy(int64_t n, T alpha, const T* __restrict x, T* __restrict y) {
+  for (int64_t j = 0; j < n; ++j) y[j] += alpha * x[j];
+}
+
 // Row-major C (m, n) = alpha op(A) op(B) + beta C for narrow n (< kNarrow), the two shapes the
 // backward needs: A^T B (weight gradients of a few input features, bias gradients: a column
 // block of A per thread) and A B (the gradient of a few input features: one dot product per
@@ -952,6 +958,12 @@ std::vector<Tensor> lstm_backward_impl(
   T* dh_in_p = dh_in.data_ptr<T>();
 
   ThreadSums<T> peep_sums(3 * H), ln_hh_sums(G), ln_c_sums(2 * H), ln_ih_sums(G);
+  // With a few input features, dW_ih, the bias gradient and dx are a few vectorised passes over
+  // each row of d a, done while that row is in cache rather than as narrow GEMMs after the loop.
+  const bool row_input_grads = D < kNarrow && !q.ln_ih;
+  ThreadSums<T> input_sums(row_input_grads ? (D + 1) * G : 0);  // dW_ih^T (D, G), then db (G)
+  const Tensor w_ih_t_storage = row_input_grads ? tensors.w_ih.t().contiguous() : Tensor();
+  const T* w_ih_t = row_input_grads ? w_ih_t_storage.data_ptr<T>() : nullptr;  // (D, G)
   const Schedule schedule(B, G * P, G * P + (proj ? H * P : 0) + 40 * H, 40 * H);
   const PackedWeight<T> w_hh(tensors.w_hh, B);  // (G, P)
   const PackedWeight<T> w_hr = proj ? PackedWeight<T>(*tensors.w_hr, B) : PackedWeight<T>();
@@ -990,6 +1002,9 @@ std::vector<Tensor> lstm_backward_impl(
                 std::fill(da, da + G, T(0));
                 if (q.ln_hh) std::fill(dhw, dhw + G, T(0));
                 std::fill(hh, hh + H, T(0));
+                if (row_input_grads && need_dx) {
+                  std::fill_n(dx.data_ptr<T>() + (t * B + b) * D, D, T(0));
+                }
                 continue;
               }
               const int64_t row = t * B + b;
@@ -1024,6 +1039,16 @@ std::vector<Tensor> lstm_backward_impl(
               gate_backward_row<T, FG, PEEP>(s, q, a, c_prev, c_new, dcs, z,
                                              rec(0), rec(1), rec(2), rec(3), dc_p + b * H, da,
                                              peep_acc);
+              if (row_input_grads) {
+                T* acc = input_sums.mine();
+                const T* x_row = x_p + row * D;
+                for (int64_t i = 0; i < D; ++i) axpy(G, x_row[i], da, acc + i * G);
+                if (has_bias) axpy(G, T(1), da, acc + D * G);
+                if (need_dx) {
+                  T* dx_row = dx.data_ptr<T>() + row * D;
+                  for (int64_t i = 0; i < D; ++i) dx_row[i] = dot(da, w_ih_t + i * G, G);
+                }
+              }
               if (q.ln_hh) {
                 const T rstd = stats_p[row * kStats + kRstdHH];
                 row_layer_norm_backward(da, ln_hw_p + row * G, q.ln_hh, rstd, G, dhw, ln_hh_acc);
@@ -1072,7 +1097,7 @@ std::vector<Tensor> lstm_backward_impl(
       h_prev = out_p + (s0 - 1) * B * P;
     }
     gemm<T>(true, false, G, P, rows, T(1), dhw_rows, G, h_prev, P, T(1), dw_hh.data_ptr<T>(), P);
-    if (has_bias) {
+    if (has_bias && !row_input_grads) {
       gemm<T>(true, false, G, 1, R, T(1), dA_p, G, ones.data_ptr<T>(), 1, T(1), db.data_ptr<T>(),
               1);
     }
@@ -1097,13 +1122,24 @@ std::vector<Tensor> lstm_backward_impl(
       });
       dxw = xw_p;
     }
-    gemm<T>(true, false, G, D, R, T(1), dxw, G, x_rows, D, T(1), dw_ih.data_ptr<T>(), D);
-    if (need_dx) {
-      gemm<T>(false, false, R, D, G, T(1), dxw, G, q.w_ih, D, T(0),
-              dx.data_ptr<T>() + s0 * B * D, D);
+    if (!row_input_grads) {
+      gemm<T>(true, false, G, D, R, T(1), dxw, G, x_rows, D, T(1), dw_ih.data_ptr<T>(), D);
+      if (need_dx) {
+        gemm<T>(false, false, R, D, G, T(1), dxw, G, q.w_ih, D, T(0),
+                dx.data_ptr<T>() + s0 * B * D, D);
+      }
     }
   }
 
+  if (row_input_grads) {
+    std::vector<T> sums(size_t((D + 1) * G), T(0));
+    input_sums.add_to(sums.data());
+    T* dw = dw_ih.data_ptr<T>();
+    for (int64_t j = 0; j < G; ++j) {
+      for (int64_t i = 0; i < D; ++i) dw[j * D + i] = sums[size_t(i * G + j)];
+    }
+    if (has_bias) std::copy(sums.end() - G, sums.end(), db.data_ptr<T>());
+  }
   peep_sums.add_to(dpeep.data_ptr<T>());
   ln_hh_sums.add_to(dln_hh.data_ptr<T>());
   ln_c_sums.add_to(dln_c.data_ptr<T>());
