@@ -127,20 +127,25 @@ constexpr int64_t kSmallGemm = 8192;
 // vectorised passes over the big operand; BLAS runs them on a slow path.
 constexpr int64_t kNarrow = 16;
 
-// sum_j a[j] b[j] in 16 interleaved partial sums, so that the compiler vectorises it without
-// -ffast-math (a single running sum fixes the order of additions).
-template <typename T>
-inline T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
+// sum_j term(j) for j < n in 16 interleaved partial sums, so that the compiler vectorises it
+// without -ffast-math (a single running sum fixes the order of additions).
+template <typename T, typename Term>
+inline T lane_sum(int64_t n, Term term) {
   constexpr int64_t L = 16;
   T acc[L] = {};
   int64_t j = 0;
   for (; j + L <= n; j += L) {
-    for (int64_t l = 0; l < L; ++l) acc[l] += a[j + l] * b[j + l];
+    for (int64_t l = 0; l < L; ++l) acc[l] += term(j + l);
   }
   T sum = 0;
-  for (; j < n; ++j) sum += a[j] * b[j];
+  for (; j < n; ++j) sum += term(j);
   for (int64_t l = 0; l < L; ++l) sum += acc[l];
   return sum;
+}
+
+template <typename T>
+inline T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
+  return lane_sum<T>(n, [&](int64_t j) { return a[j] * b[j]; });
 }
 
 // y += alpha x over n values.
@@ -355,14 +360,13 @@ struct Zoneout {
 };
 
 // Per-row layer norm statistics over n values (two-pass, as accurate as torch's).
+// The sums run in double: layer norm over a few units amplifies their rounding.
 template <typename T>
 inline void row_moments(const T* __restrict v, int64_t n, T& mean, T& rstd) {
-  T sum = 0;
-  for (int64_t j = 0; j < n; ++j) sum += v[j];
-  mean = sum / T(n);
-  T sq = 0;
-  for (int64_t j = 0; j < n; ++j) sq += (v[j] - mean) * (v[j] - mean);
-  rstd = T(1) / std::sqrt(sq / T(n) + T(kLayerNormEps));
+  const double m = lane_sum<double>(n, [&](int64_t j) { return double(v[j]); }) / double(n);
+  const double sq = lane_sum<double>(n, [&](int64_t j) { return (v[j] - m) * (v[j] - m); });
+  mean = T(m);
+  rstd = T(1.0 / std::sqrt(sq / double(n) + kLayerNormEps));
 }
 
 // Layer norm backward for one row: dx = rstd (dy w - mean(dy w) - xhat mean(dy w xhat)), and
@@ -370,15 +374,10 @@ inline void row_moments(const T* __restrict v, int64_t n, T& mean, T& rstd) {
 template <typename T>
 inline void row_layer_norm_backward(const T* dy, const T* xhat, const T* __restrict w, T rstd,
                                     int64_t n, T* dx, T* __restrict dw) {
-  T s1 = 0, s2 = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    const T dyw = dy[j] * w[j];
-    s1 += dyw;
-    s2 += dyw * xhat[j];
-    dw[j] += dy[j] * xhat[j];
-  }
-  s1 /= T(n);
-  s2 /= T(n);
+  const T s1 = T(lane_sum<double>(n, [&](int64_t j) { return double(dy[j] * w[j]); }) / n);
+  const T s2 =
+    T(lane_sum<double>(n, [&](int64_t j) { return double(dy[j] * w[j] * xhat[j]); }) / n);
+  for (int64_t j = 0; j < n; ++j) dw[j] += dy[j] * xhat[j];
   for (int64_t j = 0; j < n; ++j) dx[j] = rstd * (dy[j] * w[j] - s1 - xhat[j] * s2);
 }
 
