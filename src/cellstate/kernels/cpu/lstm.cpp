@@ -154,15 +154,26 @@ inline void axpy(int64_t n, T alpha, const T* __restrict x, T* __restrict y) {
   for (int64_t j = 0; j < n; ++j) y[j] += alpha * x[j];
 }
 
-// Row-major C (m, n) = alpha op(A) op(B) + beta C for narrow n (< kNarrow), the two shapes the
-// backward needs: A^T B (weight gradients of a few input features, bias gradients: a column
-// block of A per thread) and A B (the gradient of a few input features: one dot product per
-// output). False for any other shape.
+// Row-major C (m, n) = alpha op(A) op(B) + beta C for narrow n or k (< kNarrow), the shapes of
+// a few input features: A^T B (their weight gradients, bias gradients: a column block of A per
+// thread), A B with narrow n (their gradient: one dot product per output) and A B with narrow k
+// (their projection: a few row updates per row). False for any other shape.
 template <typename T>
 bool narrow_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha,
                  const T* a, int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
-  if (n >= kNarrow || trans_b) return false;
+  if (trans_b || (n >= kNarrow && (k >= kNarrow || trans_a))) return false;
   auto store = [&](T* out, T value) { *out = alpha * value + (beta == T(0) ? T(0) : beta * *out); };
+  if (n >= kNarrow) {  // narrow k
+    at::parallel_for(0, m, 16, [&](int64_t r0, int64_t r1) {
+      std::vector<T> row(static_cast<size_t>(n));
+      for (int64_t r = r0; r < r1; ++r) {
+        std::fill(row.begin(), row.end(), T(0));
+        for (int64_t p = 0; p < k; ++p) axpy(n, a[r * lda + p], b + p * ldb, row.data());
+        for (int64_t j = 0; j < n; ++j) store(c + r * ldc + j, row[size_t(j)]);
+      }
+    });
+    return true;
+  }
   if (trans_a) {  // A is stored (k, m)
     at::parallel_for(0, m, 256, [&](int64_t i0, int64_t i1) {
       const int64_t w = i1 - i0;
@@ -961,8 +972,8 @@ std::vector<Tensor> lstm_backward_impl(
   // each row of d a, done while that row is in cache rather than as narrow GEMMs after the loop.
   const bool row_input_grads = D < kNarrow && !q.ln_ih;
   ThreadSums<T> input_sums(row_input_grads ? (D + 1) * G : 0);  // dW_ih^T (D, G), then db (G)
-  const Tensor w_ih_t_storage = row_input_grads ? tensors.w_ih.t().contiguous() : Tensor();
-  const T* w_ih_t = row_input_grads ? w_ih_t_storage.data_ptr<T>() : nullptr;  // (D, G)
+  const Tensor w_ih_t_storage = tensors.w_ih.t().contiguous();
+  const T* w_ih_t = w_ih_t_storage.data_ptr<T>();  // (D, G)
   const Schedule schedule(B, G * P, G * P + (proj ? H * P : 0) + 40 * H, 40 * H);
   const PackedWeight<T> w_hh(tensors.w_hh, B);  // (G, P)
   const PackedWeight<T> w_hr = proj ? PackedWeight<T>(*tensors.w_hr, B) : PackedWeight<T>();
@@ -1108,7 +1119,7 @@ std::vector<Tensor> lstm_backward_impl(
     const T* x_rows = x_p + s0 * B * D;
     if (q.ln_ih) {
       T* xw_p = xw.data_ptr<T>();
-      gemm<T>(false, true, R, G, D, T(1), x_rows, D, q.w_ih, D, T(0), xw_p, G);
+      gemm<T>(false, false, R, G, D, T(1), x_rows, D, w_ih_t, G, T(0), xw_p, G);
       at::parallel_for(0, R, 64, [&](int64_t r0, int64_t r1) {
         T* acc = ln_ih_sums.mine();
         for (int64_t r = r0; r < r1; ++r) {
@@ -1195,7 +1206,8 @@ std::vector<Tensor> rnn_forward_impl(const Tensor& x_, const Tensor& h0, const T
   T* h_p = h_n.data_ptr<T>();
   const T* bias_p = bias.data_ptr<T>();
 
-  gemm<T>(false, true, T_ * B, H, D, T(1), x.data_ptr<T>(), D, w_ih.data_ptr<T>(), D, T(0),
+  const Tensor w_ih_t = w_ih.t().contiguous();  // (D, H): a few input features take row updates
+  gemm<T>(false, false, T_ * B, H, D, T(1), x.data_ptr<T>(), D, w_ih_t.data_ptr<T>(), H, T(0),
           out_p, H);
   const Schedule schedule(B, H * H, H * H + 10 * H, 10 * H);
   const PackedWeight<T> w_hh_t_packed(w_hh_t, B);
