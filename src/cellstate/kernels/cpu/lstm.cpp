@@ -251,6 +251,10 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
 // MKL's sgemm (re-packing the weight on every call) reaches 60-90.
 
 constexpr int64_t kPanel = 64;
+// Deeper products are summed in slices of this many rows of a panel (256 KB): a whole 4096-deep
+// panel (1 MB) falls out of L2 between the micro-kernel's passes over the rows of A (measured on
+// M = 32, K = 4096: 154 GFLOP/s on 2 cores in one call per panel, 211 in 1024-deep slices).
+constexpr int64_t kDepth = 1024;
 // Below this K (a few input features) a product is a handful of vectorised row updates, cheaper
 // than a micro-kernel call per panel.
 constexpr int64_t kSmallK = 16;
@@ -326,8 +330,11 @@ struct PackedWeight {
       const float* packed = panels_storage.data_ptr<float>();
       for (int64_t p = p0; p < p1; ++p) {
         const int64_t n0 = p * kPanel, width = std::min(kPanel, N - n0);
-        at::native::cpublas::brgemm(m, width, K, lda, width, ldc, add, a, packed + n0 * K,
-                                    c + n0, false);
+        for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
+          at::native::cpublas::brgemm(m, width, std::min(kDepth, K - k0), lda, width, ldc,
+                                      add || k0 > 0, a + k0, packed + n0 * K + k0 * width,
+                                      c + n0, false);
+        }
       }
     }
 #endif
