@@ -259,6 +259,25 @@ def _lstm_backward(ctx, d_output, d_h_n, d_c_n, d_records, *_):
 lstm_forward.register_autograd(_lstm_backward, setup_context=_lstm_setup_context)
 
 
+class _EagerLSTMForward(torch.autograd.Function):
+    """lstm_forward with the same autograd as registered above, for eager mode: torch.library's
+    autograd wrapper refills the op's default arguments on every call, re-reading the schema
+    for each of the 22 (~120 us a call on torch 2.13, as much as the kernel at small shapes).
+    torch.compile and torch.export trace the op itself."""
+
+    @staticmethod
+    def forward(*inputs):
+        return lstm_forward(*inputs)  # autograd is off here: no refilling
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _lstm_setup_context(ctx, inputs, output)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return _lstm_backward(ctx, *grads)
+
+
 def _needs_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -287,7 +306,8 @@ def lstm_layer(
     params = (p.w_ih, p.w_hh, p.b_ih, p.b_hh, p.w_hr, p.w_ci, p.w_cf, p.w_co)
     params += (p.ln_ih, p.ln_hh, p.ln_c_weight, p.ln_c_bias)
     save = _needs_grad(x, h0, c0, *params)
-    output, h_n, c_n, records, *_ = lstm_forward(
+    eager_autograd = save and not torch.compiler.is_compiling()
+    output, h_n, c_n, records, *_ = (_EagerLSTMForward.apply if eager_autograd else lstm_forward)(
         x, h0, c0, *params, noise.zoneout_h, noise.zoneout_c, noise.recurrent_mask, lengths,
         p.forget_gate, return_states, save,
     )  # fmt: skip
