@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <optional>
 #include <tuple>
 #include <type_traits>
@@ -359,21 +360,65 @@ Tensor empty_like_shape(const Tensor& like, at::IntArrayRef shape) {
 
 Tensor none_tensor(const Tensor& like) { return at::empty({0}, like.options()); }
 
-// What forward saves for backward, (T, B, G) and the like: fresh memory at every call, which
-// costs a page fault per 4 KB page (~20k per call at T=100, B=32, H=1024). Large ones are put on
-// 2 MB-aligned memory advised for transparent huge pages, a fault per 2 MB where the kernel
-// allows it. Only for tensors the user never sees (their storage is not resizable).
-Tensor saved_empty(const Tensor& like, at::IntArrayRef shape) {
-  constexpr size_t kHugePage = size_t(1) << 21;
-  const size_t bytes = size_t(c10::multiply_integers(shape)) * like.element_size();
-  if (bytes < 4 * kHugePage) return at::empty(shape, like.options());
-  const size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
-  void* data = std::aligned_alloc(kHugePage, rounded);
-  if (data == nullptr) return at::empty(shape, like.options());
+// What forward saves for backward, (T, B, G) and the like, is large and short-lived: fresh
+// memory at every training step costs a page fault and a page of zeroing per 4 KB (~20k faults
+// per step at T=100, B=32, H=1024). So large blocks are 2 MB-aligned, advised for transparent
+// huge pages, and kept when freed for the next step of the same shapes, up to kKeptBytes in all
+// (the saved tensors of about one training step; all are released when a size is not found). Only for tensors the user never sees: their
+// storage is not resizable.
+class SavedMemory {
+ public:
+  static constexpr size_t kHugePage = size_t(1) << 21;
+  static constexpr size_t kKeptBytes = size_t(1) << 30;
+
+  static void* take(size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (auto it = kept_.begin(); it != kept_.end(); ++it) {
+        if (it->first == bytes) {
+          void* data = it->second;
+          kept_bytes_ -= bytes;
+          kept_.erase(it);
+          return data;
+        }
+      }
+      // No block of this size: the shapes changed, and what is kept would only sit idle.
+      for (const auto& block : kept_) std::free(block.second);
+      kept_.clear();
+      kept_bytes_ = 0;
+    }
+    void* data = std::aligned_alloc(kHugePage, bytes);
 #ifdef MADV_HUGEPAGE
-  madvise(data, rounded, MADV_HUGEPAGE);
+    if (data != nullptr) madvise(data, bytes, MADV_HUGEPAGE);
 #endif
-  return at::from_blob(data, shape, [](void* p) { std::free(p); }, like.options());
+    return data;
+  }
+
+  static void give_back(void* data, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (kept_bytes_ + bytes > kKeptBytes) {
+      std::free(data);
+      return;
+    }
+    kept_.emplace_back(bytes, data);
+    kept_bytes_ += bytes;
+  }
+
+ private:
+  static inline std::mutex mutex_;
+  static inline std::vector<std::pair<size_t, void*>> kept_;
+  static inline size_t kept_bytes_ = 0;
+};
+
+Tensor saved_empty(const Tensor& like, at::IntArrayRef shape) {
+  constexpr size_t kPage = SavedMemory::kHugePage;
+  const size_t bytes = size_t(c10::multiply_integers(shape)) * like.element_size();
+  if (bytes < 4 * kPage) return at::empty(shape, like.options());
+  const size_t rounded = (bytes + kPage - 1) / kPage * kPage;
+  void* data = SavedMemory::take(rounded);
+  if (data == nullptr) return at::empty(shape, like.options());
+  return at::from_blob(
+    data, shape, [rounded](void* p) { SavedMemory::give_back(p, rounded); }, like.options());
 }
 
 // A zoneout input: a 0/1 mask (T, B, X), or a 0-dim probability (evaluation), or absent.
