@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from cellstate import init as initialisers
 from cellstate.kernels import dispatch
+from cellstate.kernels.masks import bernoulli_mask
 from cellstate.kernels.params import LSTMLayerParams, StepNoise
 from cellstate.kernels.reference import LSTM_STATE_NAMES
 from cellstate.layers.base import RecurrentBase
@@ -61,7 +62,8 @@ class LSTM(RecurrentBase):
       parameters ``layer_norm_ih_l{k}``, ``layer_norm_hh_l{k}`` (G,), ``layer_norm_c_weight_l{k}``,
       ``layer_norm_c_bias_l{k}`` (H,), initialised to 1 and 0. The biases b act as LN offsets.
     * ``zoneout=z`` or ``(z_h, z_c)`` (Krueger et al. 2016): in training each unit keeps its
-      previous value with probability z (h_t = d h_{t-1} + (1 - d) h~_t, d ~ Bernoulli(z));
+      previous value with probability z (h_t = d h_{t-1} + (1 - d) h~_t, d ~ Bernoulli(z),
+      drawn by a counter-based hash seeded from torch's generator: ``kernels/masks.py``);
       in evaluation the expectation z h_{t-1} + (1 - z) h~_t, as the paper prescribes.
     * ``recurrent_dropout=p`` (Gal & Ghahramani 2016): in training h_{t-1} is multiplied by one
       dropout mask per sequence (the same at every step) before W_hh.
@@ -266,7 +268,7 @@ class LSTM(RecurrentBase):
             if z == 0:
                 return None
             if self.training:
-                return torch.bernoulli(x.new_full((T, B, size), z))
+                return bernoulli_mask((T, B, size), z, x)
             return x.new_tensor(z)
 
         mask = None

@@ -41,6 +41,9 @@ std::vector<Tensor> rnn_backward(const OptTensor& grad_output, const OptTensor& 
                                  const Tensor& w_ih, const Tensor& w_hh, const OptTensor& lengths,
                                  bool relu, bool has_bias, bool need_dx);
 
+at::Tensor bernoulli_mask(int64_t seed, std::vector<int64_t> shape, double p,
+                          at::ScalarType dtype);
+
 // How many threads an at::parallel_for of this library really runs on (at::get_num_threads() when
 // it was compiled with OpenMP; 1 when it was not, however many threads torch is set to).
 int64_t parallel_threads() {
@@ -60,4 +63,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rnn_forward", &rnn_forward);
   m.def("rnn_backward", &rnn_backward);
   m.def("parallel_threads", &parallel_threads);
+  m.def("bernoulli_mask", &bernoulli_mask);
 }

@@ -26,7 +26,7 @@ from types import ModuleType
 
 import torch
 
-SOURCES = ("lstm.cpp", "bindings.cpp")
+SOURCES = ("lstm.cpp", "masks.cpp", "bindings.cpp")
 DEFAULT_BUILD_SECONDS = 60  # what the message says before any build has been timed
 ISA_FLAGS = {
     "AVX512": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"],
