@@ -1016,7 +1016,7 @@ std::vector<Tensor> lstm_backward_impl(
   Tensor dHn = proj ? empty_like_shape(x, {K, B, P}) : none_tensor(x);  // d h~ (projected)
   Tensor HH = proj ? empty_like_shape(x, {K, B, H}) : none_tensor(x);   // o * tanh(c)
   Tensor h_in = mask ? empty_like_shape(x, {K * B, P}) : none_tensor(x);
-  Tensor xw = q.ln_ih ? empty_like_shape(x, {K * B, G}) : none_tensor(x);
+  Tensor xw = q.ln_ih && D >= kNarrow ? empty_like_shape(x, {K * B, G}) : none_tensor(x);
   Tensor dhh_buf = empty_like_shape(x, {B, H});   // d (o * tanh(c))
   Tensor dcs_buf = empty_like_shape(x, {B, H});   // d c~_t through h_t
   Tensor dh_keep = empty_like_shape(x, {B, P});   // the zoneout share of dh
@@ -1042,10 +1042,12 @@ std::vector<Tensor> lstm_backward_impl(
   ThreadSums<T> peep_sums(3 * H), ln_hh_sums(G), ln_c_sums(2 * H), ln_ih_sums(G);
   // With a few input features, dW_ih, the bias gradient and dx are a few vectorised passes over
   // each row of d a, done while that row is in cache rather than as narrow GEMMs after the loop.
-  const bool row_input_grads = D < kNarrow && !q.ln_ih;
+  const bool row_input_grads = D < kNarrow;
   ThreadSums<T> input_sums(row_input_grads ? (D + 1) * G : 0);  // dW_ih^T (D, G), then db (G)
   const Tensor w_ih_t_storage = tensors.w_ih.t().contiguous();
   const T* w_ih_t = w_ih_t_storage.data_ptr<T>();  // (D, G)
+  // d(W_ih x) of each row through the input layer norm (W_ih x recomputed: D row updates)
+  Tensor dxw_rows = row_input_grads && q.ln_ih ? empty_like_shape(x, {B, G}) : none_tensor(x);
   const Schedule schedule(B, G * P, G * P + (proj ? H * P : 0) + 40 * H, 40 * H);
   const PackedWeight<T> w_hh(tensors.w_hh, B);  // (G, P)
   const PackedWeight<T> w_hr = proj ? PackedWeight<T>(*tensors.w_hr, B) : PackedWeight<T>();
@@ -1124,11 +1126,23 @@ std::vector<Tensor> lstm_backward_impl(
               if (row_input_grads) {
                 T* acc = input_sums.mine();
                 const T* x_row = x_p + row * D;
-                for (int64_t i = 0; i < D; ++i) axpy(G, x_row[i], da, acc + i * G);
+                const T* dxw = da;
+                if (q.ln_ih) {
+                  T* xhat = dxw_rows.data_ptr<T>() + b * G;
+                  std::fill(xhat, xhat + G, T(0));
+                  for (int64_t i = 0; i < D; ++i) axpy(G, x_row[i], w_ih_t + i * G, xhat);
+                  const T* st = stats_p + row * kStats;
+                  for (int64_t j = 0; j < G; ++j) xhat[j] = (xhat[j] - st[kMeanIH]) * st[kRstdIH];
+                  // xhat's row becomes d(W_ih x)
+                  row_layer_norm_backward(da, xhat, q.ln_ih, st[kRstdIH], G, xhat,
+                                          ln_ih_sums.mine());
+                  dxw = xhat;
+                }
+                for (int64_t i = 0; i < D; ++i) axpy(G, x_row[i], dxw, acc + i * G);
                 if (has_bias) axpy(G, T(1), da, acc + D * G);
                 if (need_dx) {
                   T* dx_row = dx.data_ptr<T>() + row * D;
-                  for (int64_t i = 0; i < D; ++i) dx_row[i] = dot(da, w_ih_t + i * G, G);
+                  for (int64_t i = 0; i < D; ++i) dx_row[i] = dot(dxw, w_ih_t + i * G, G);
                 }
               }
               if (q.ln_hh) {
@@ -1189,7 +1203,7 @@ std::vector<Tensor> lstm_backward_impl(
     // d(W_ih x): through the input layer norm (its input recomputed: one cheap GEMM)
     const T* dxw = dA_p;
     const T* x_rows = x_p + s0 * B * D;
-    if (q.ln_ih) {
+    if (q.ln_ih && !row_input_grads) {
       T* xw_p = xw.data_ptr<T>();
       gemm<T>(false, false, R, G, D, T(1), x_rows, D, w_ih_t, G, T(0), xw_p, G);
       at::parallel_for(0, R, 64, [&](int64_t r0, int64_t r1) {
