@@ -364,8 +364,9 @@ Tensor none_tensor(const Tensor& like) { return at::empty({0}, like.options()); 
 // memory at every training step costs a page fault and a page of zeroing per 4 KB (~20k faults
 // per step at T=100, B=32, H=1024). So large blocks are 2 MB-aligned, advised for transparent
 // huge pages, and kept when freed for the next step of the same shapes, up to kKeptBytes in all
-// (the saved tensors of about one training step; all are released when a size is not found). Only for tensors the user never sees: their
-// storage is not resizable.
+// (the saved tensors of about one training step; all are released when a size is not found).
+// Not for the output, which must behave as torch.nn.LSTM's: this storage is not resizable. The
+// per-step states of return_states (no torch.nn counterpart) do use it.
 class SavedMemory {
  public:
   static constexpr size_t kHugePage = size_t(1) << 21;
@@ -697,7 +698,7 @@ std::vector<Tensor> lstm_forward_impl(const Tensor& x_, const Tensor& h0, const 
   Tensor c_states = save && zc ? saved_empty(x, {T_, B, H}) : none_tensor(x);
   Tensor ln_hw = q.ln_hh ? saved_empty(x, {save ? T_ : 1, B, G}) : none_tensor(x);
   Tensor ln_stats = any_ln ? empty_like_shape(x, {save ? T_ : 1, B, kStats}) : none_tensor(x);
-  Tensor records = return_states ? empty_like_shape(x, {5, T_, B, H}) : none_tensor(x);
+  Tensor records = return_states ? saved_empty(x, {5, T_, B, H}) : none_tensor(x);
   Tensor hh_buf = proj ? empty_like_shape(x, {B, H}) : none_tensor(x);      // o * tanh(c)
   Tensor h_new_buf = empty_like_shape(x, {B, P});                            // before zoneout
   Tensor h_in_buf = mask ? empty_like_shape(x, {B, P}) : none_tensor(x);    // h * mask
