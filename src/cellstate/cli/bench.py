@@ -214,8 +214,17 @@ def machine() -> dict:
         "torch": torch.__version__,
         "cellstate": cellstate.__version__,
         "python": platform.python_version(),
-        "cpu_kernel": build.status(),
+        "cpu_kernel": _kernel_status(),
     }
+
+
+def _kernel_status() -> str:
+    """The kernel's state once loaded, so that it includes the threads its loops run on."""
+    try:
+        build.load()
+    except RuntimeError:
+        pass  # the status says why
+    return build.status()
 
 
 # ---- memory -------------------------------------------------------------------------------

@@ -127,8 +127,9 @@ inline bool blas_gemm(char ta, char tb, int m, int n, int k, double alpha, const
 // Below this many multiply-adds a plain loop beats a BLAS call's fixed cost (the B = 1, small H
 // regime, where the per-step overhead is the whole cost).
 constexpr int64_t kSmallGemm = 8192;
-// Products with fewer output columns than this (a few input features, a bias) are a handful of
-// vectorised passes over the big operand; BLAS runs them on a slow path.
+// Products with fewer output columns or a shorter depth than this (a few input features, a
+// bias) are a handful of vectorised passes over the big operand: BLAS runs them on a slow path,
+// and a micro-kernel call per weight panel costs more than the work.
 constexpr int64_t kNarrow = 16;
 
 // sum_j term(j) for j < n in 16 interleaved partial sums, so that the compiler vectorises it
@@ -158,6 +159,22 @@ inline void axpy(int64_t n, T alpha, const T* __restrict x, T* __restrict y) {
   for (int64_t j = 0; j < n; ++j) y[j] += alpha * x[j];
 }
 
+// Row-major C (m, n) = A (m, k) B (k, n) + beta C as k vectorised row updates per row: what a
+// small k (a few input features) or a tiny product costs least as.
+template <typename T>
+void row_updates(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b,
+                 int64_t ldb, T beta, T* c, int64_t ldc) {
+  for (int64_t r = 0; r < m; ++r) {
+    T* cr = c + r * ldc;
+    if (beta == T(0)) {
+      std::fill(cr, cr + n, T(0));
+    } else if (beta != T(1)) {
+      for (int64_t j = 0; j < n; ++j) cr[j] *= beta;
+    }
+    for (int64_t p = 0; p < k; ++p) axpy(n, a[r * lda + p], b + p * ldb, cr);
+  }
+}
+
 // Row-major C (m, n) = alpha op(A) op(B) + beta C for narrow n or k (< kNarrow), the shapes of
 // a few input features: A^T B (their weight gradients, bias gradients: a column block of A per
 // thread), A B with narrow n (their gradient: one dot product per output) and A B with narrow k
@@ -165,19 +182,14 @@ inline void axpy(int64_t n, T alpha, const T* __restrict x, T* __restrict y) {
 template <typename T>
 bool narrow_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha,
                  const T* a, int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
-  if (trans_b || (n >= kNarrow && (k >= kNarrow || trans_a))) return false;
-  auto store = [&](T* out, T value) { *out = alpha * value + (beta == T(0) ? T(0) : beta * *out); };
+  if (trans_b || (n >= kNarrow && (k >= kNarrow || trans_a || alpha != T(1)))) return false;
   if (n >= kNarrow) {  // narrow k
     at::parallel_for(0, m, 16, [&](int64_t r0, int64_t r1) {
-      std::vector<T> row(static_cast<size_t>(n));
-      for (int64_t r = r0; r < r1; ++r) {
-        std::fill(row.begin(), row.end(), T(0));
-        for (int64_t p = 0; p < k; ++p) axpy(n, a[r * lda + p], b + p * ldb, row.data());
-        for (int64_t j = 0; j < n; ++j) store(c + r * ldc + j, row[size_t(j)]);
-      }
+      row_updates(r1 - r0, n, k, a + r0 * lda, lda, b, ldb, beta, c + r0 * ldc, ldc);
     });
     return true;
   }
+  auto store = [&](T* out, T value) { *out = alpha * value + (beta == T(0) ? T(0) : beta * *out); };
   if (trans_a) {  // A is stored (k, m)
     at::parallel_for(0, m, 256, [&](int64_t i0, int64_t i1) {
       const int64_t w = i1 - i0;
@@ -202,7 +214,9 @@ bool narrow_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T 
   }
   at::parallel_for(0, m, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      for (int64_t j = 0; j < n; ++j) store(c + r * ldc + j, dot(a + r * lda, &b_t[size_t(j * k)], k));
+      for (int64_t j = 0; j < n; ++j) {
+        store(c + r * ldc + j, dot(a + r * lda, &b_t[size_t(j * k)], k));
+      }
     }
   });
   return true;
@@ -213,19 +227,7 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
           int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
   if (m == 0 || n == 0 || (k == 0 && beta == T(1))) return;
   if (!trans_a && !trans_b && alpha == T(1) && m * n * k <= kSmallGemm) {
-    for (int64_t r = 0; r < m; ++r) {
-      T* __restrict cr = c + r * ldc;
-      if (beta == T(0)) {
-        std::fill(cr, cr + n, T(0));
-      } else if (beta != T(1)) {
-        for (int64_t j = 0; j < n; ++j) cr[j] *= beta;
-      }
-      for (int64_t p = 0; p < k; ++p) {
-        const T ap = a[r * lda + p];
-        const T* __restrict bp = b + p * ldb;
-        for (int64_t j = 0; j < n; ++j) cr[j] += ap * bp[j];
-      }
-    }
+    row_updates(m, n, k, a, lda, b, ldb, beta, c, ldc);
     return;
   }
   if (narrow_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
@@ -256,9 +258,6 @@ constexpr int64_t kPanel = 64;
 // panel (1 MB) falls out of L2 between the micro-kernel's passes over the rows of A (measured on
 // M = 32, K = 4096: 154 GFLOP/s on 2 cores in one call per panel, 211 in 1024-deep slices).
 constexpr int64_t kDepth = 1024;
-// Below this K (a few input features) a product is a handful of vectorised row updates, cheaper
-// than a micro-kernel call per panel.
-constexpr int64_t kSmallK = 16;
 
 #ifdef CPUBLAS_BRGEMM_F32F32F32
 // Whether this torch build and CPU can run the f32 brgemm (it throws where oneDNN's ukernel is
@@ -290,7 +289,7 @@ struct PackedWeight {
   PackedWeight(const Tensor& weight, int64_t rows)
       : b(weight.data_ptr<T>()), K(weight.size(0)), N(weight.size(1)) {
 #ifdef CPUBLAS_BRGEMM_F32F32F32
-    if (!std::is_same_v<T, float> || rows * K * N <= kSmallGemm || K < kSmallK ||
+    if (!std::is_same_v<T, float> || rows * K * N <= kSmallGemm || K < kNarrow ||
         !brgemm_works()) {
       return;
     }
@@ -310,16 +309,8 @@ struct PackedWeight {
   void multiply(int64_t m, int64_t p0, int64_t p1, const T* a, int64_t lda, bool add, T* c,
                 int64_t ldc) const {
     if (m == 0) return;
-    if (!panels_storage.defined() && K < kSmallK) {
-      for (int64_t r = 0; r < m; ++r) {
-        T* __restrict cr = c + r * ldc;
-        if (!add) std::fill(cr, cr + N, T(0));
-        for (int64_t k = 0; k < K; ++k) {
-          const T ak = a[r * lda + k];
-          const T* __restrict bk = b + k * N;
-          for (int64_t j = 0; j < N; ++j) cr[j] += ak * bk[j];
-        }
-      }
+    if (!panels_storage.defined() && K < kNarrow) {
+      row_updates(m, N, K, a, lda, b, N, add ? T(1) : T(0), c, ldc);
       return;
     }
     if (!panels_storage.defined()) {
