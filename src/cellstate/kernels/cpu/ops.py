@@ -4,7 +4,9 @@
 one custom op for the whole sequence (``cellstate::lstm_forward`` / ``cellstate::rnn_forward``)
 whose backward is another custom op (``cellstate::lstm_backward`` / ``cellstate::rnn_backward``),
 the hand-written BPTT. Both have fake implementations, so ``torch.compile(fullgraph=True)`` and
-``torch.export`` see each layer as one opaque node; the C++ is built at the first real call.
+``torch.export`` see each layer as one opaque node; the C++ is built at the first real call. In
+eager mode ``lstm_layer`` calls the same two kernels through an autograd.Function with the same
+backward, without the ops' per-call dispatch (see ``_EagerLSTMForward``).
 
 Shapes: T time, B batch, D input, H hidden, P output (proj_size or H), G gate rows (4H or 3H).
 """
@@ -211,10 +213,10 @@ def _lstm_setup_context(ctx, inputs, output):
     ctx.forget_gate = a["forget_gate"]
 
 
-def _lstm_backward(ctx, d_output, d_h_n, d_c_n, d_records, *_):
+def _lstm_backward(ctx, d_output, d_h_n, d_c_n, d_records, *_, kernel=lstm_backward):
     s = dict(zip(_LSTM_SAVED, ctx.saved_tensors, strict=True))
     need_dx = ctx.needs_input_grad[0]
-    grads = lstm_backward(
+    grads = kernel(
         d_output, d_h_n, d_c_n, d_records,
         s["x"], s["h0"], s["c0"], s["output"], s["gates"], s["cells"], s["c_states"],
         s["ln_hw"], s["ln_stats"], s["w_ih"], s["w_hh"], any(ctx.biases), s["w_hr"],
@@ -260,14 +262,14 @@ lstm_forward.register_autograd(_lstm_backward, setup_context=_lstm_setup_context
 
 
 class _EagerLSTMForward(torch.autograd.Function):
-    """lstm_forward with the same autograd as registered above, for eager mode: torch.library's
-    autograd wrapper refills the op's default arguments on every call, re-reading the schema
-    for each of the 22 (~120 us a call on torch 2.13, as much as the kernel at small shapes).
-    torch.compile and torch.export trace the op itself."""
+    """The two kernels with the autograd registered above, called directly in eager mode: the
+    custom ops' dispatch costs more than the kernels at small shapes (torch.library's autograd
+    wrapper alone refills the 22 default arguments on every call, re-reading the schema for each:
+    ~120 us a call on torch 2.13). torch.compile and torch.export trace the ops themselves."""
 
     @staticmethod
     def forward(*inputs):
-        return lstm_forward(*inputs)  # autograd is off here: no refilling
+        return _raw_lstm_forward(*inputs)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -275,7 +277,15 @@ class _EagerLSTMForward(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        return _lstm_backward(ctx, *grads)
+        return _lstm_backward(ctx, *grads, kernel=_raw_lstm_backward)
+
+
+def _raw_lstm_forward(*args) -> tuple[Tensor, ...]:
+    return tuple(build.load().lstm_forward(*args))
+
+
+def _raw_lstm_backward(*args) -> tuple[Tensor, ...]:
+    return tuple(build.load().lstm_backward(*args))
 
 
 def _needs_grad(*tensors: Tensor | None) -> bool:
@@ -306,8 +316,11 @@ def lstm_layer(
     params = (p.w_ih, p.w_hh, p.b_ih, p.b_hh, p.w_hr, p.w_ci, p.w_cf, p.w_co)
     params += (p.ln_ih, p.ln_hh, p.ln_c_weight, p.ln_c_bias)
     save = _needs_grad(x, h0, c0, *params)
-    eager_autograd = save and not torch.compiler.is_compiling()
-    output, h_n, c_n, records, *_ = (_EagerLSTMForward.apply if eager_autograd else lstm_forward)(
+    if torch.compiler.is_compiling():
+        run = lstm_forward
+    else:
+        run = _EagerLSTMForward.apply if save else _raw_lstm_forward
+    output, h_n, c_n, records, *_ = run(
         x, h0, c0, *params, noise.zoneout_h, noise.zoneout_c, noise.recurrent_mask, lengths,
         p.forget_gate, return_states, save,
     )  # fmt: skip
