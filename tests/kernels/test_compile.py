@@ -35,3 +35,21 @@ def test_export_contains_the_custom_op_and_runs():
     assert "cellstate.lstm_forward.default" in targets
     with torch.no_grad():
         torch.testing.assert_close(exported.module()(x)[0], lstm(x)[0])
+
+
+def test_compile_fullgraph_with_zoneout_draws_the_eager_masks():
+    """Zoneout's masks are traced (torch integer ops, not the kernel's C++ twin): a fresh draw
+    per call, and the same masks as eager under the same seed, with the kernel loaded."""
+    torch._dynamo.reset()
+    lstm = cellstate.LSTM(3, 4, zoneout=0.3, backend="cpu").double().train()
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    lstm(x)  # loads the kernel, whose C++ mask function dynamo cannot trace
+    compiled = torch.compile(lstm, fullgraph=True, backend="aot_eager")
+    first, _ = compiled(x)
+    second, _ = compiled(x)
+    assert not torch.equal(first, second)
+    torch.manual_seed(1)
+    eager, _ = lstm(x)
+    torch.manual_seed(1)
+    traced, _ = compiled(x)
+    torch.testing.assert_close(traced, eager, rtol=1e-12, atol=1e-12)

@@ -36,8 +36,9 @@ def _mix(x: Tensor) -> Tensor:
     return x ^ (x >> 16)
 
 
-def hashed_mask(seed: int, shape: tuple[int, ...], p: float, like: Tensor) -> Tensor:
-    """The mask with torch integer ops: any device, dtype of ``like``."""
+def hashed_mask(seed: int | Tensor, shape: tuple[int, ...], p: float, like: Tensor) -> Tensor:
+    """The mask with torch integer ops: any device, dtype of ``like``; seed an int or a 0-dim
+    int64 tensor."""
     k = torch.arange(math.prod(shape), dtype=torch.int64, device=like.device)
     h = _mix(_mix((k & MASK32) ^ (seed & MASK32)) ^ (k >> 32) ^ (seed >> 32))
     limit = math.ceil(p * 2**24)  # integers below p * 2^24
@@ -46,7 +47,10 @@ def hashed_mask(seed: int, shape: tuple[int, ...], p: float, like: Tensor) -> Te
 
 def bernoulli_mask(shape: tuple[int, ...], p: float, like: Tensor) -> Tensor:
     """A 0/1 mask of ``shape``, 1 with probability p, on ``like``'s device and dtype."""
-    seed = int(torch.randint(0, 2**SEED_BITS, ()))
+    seed_tensor = torch.randint(0, 2**SEED_BITS, ())
+    if torch.compiler.is_compiling():  # traced: the seed stays a tensor, no call into C++
+        return hashed_mask(seed_tensor, shape, p, like)
+    seed = int(seed_tensor)
     if like.device.type == "cpu" and like.dtype in (torch.float32, torch.float64):
         if build.is_loaded():
             return build.load().bernoulli_mask(seed, list(shape), p, like.dtype)
