@@ -45,11 +45,13 @@ def test_mask_statistics_and_reproducibility():
         assert abs(lagged.item()) < 0.01
 
 
-def test_torch_path_when_the_kernel_is_not_loaded(monkeypatch):
-    monkeypatch.setattr(build, "_module", None)
+def test_torch_path_without_a_built_kernel_gives_the_same_bits(monkeypatch):
+    monkeypatch.setattr(build, "is_built", lambda: False)
+    monkeypatch.setattr(build, "load", None)  # a mask never builds or loads the kernel itself
     torch.manual_seed(4)
     mask = masks.bernoulli_mask((20, 3, 5), 0.5, torch.empty(0, dtype=torch.float64))
     assert mask.dtype == torch.float64 and mask.shape == (20, 3, 5)
+    monkeypatch.undo()
     torch.manual_seed(4)
     seed = int(torch.randint(0, 2**masks.SEED_BITS, ()))
     assert torch.equal(mask, build.load().bernoulli_mask(seed, [20, 3, 5], 0.5, torch.float64))

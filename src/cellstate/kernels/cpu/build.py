@@ -121,6 +121,11 @@ def is_loaded() -> bool:
     return _module is not None
 
 
+def is_built() -> bool:
+    """Whether a build for this torch, CPU and source is in the cache (loading it is quick)."""
+    return _module is not None or (_failure is None and _library_path().exists())
+
+
 def load() -> ModuleType:
     """The compiled kernel module: built (once, with a line on stderr) or loaded from the cache.
 
