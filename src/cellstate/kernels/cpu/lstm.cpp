@@ -1036,8 +1036,10 @@ std::vector<Tensor> lstm_backward_impl(
   // each row of d a, done while that row is in cache rather than as narrow GEMMs after the loop.
   const bool row_input_grads = D < kNarrow;
   ThreadSums<T> input_sums(row_input_grads ? (D + 1) * G : 0);  // dW_ih^T (D, G), then db (G)
-  const Tensor w_ih_t_storage = tensors.w_ih.t().contiguous();
-  const T* w_ih_t = w_ih_t_storage.data_ptr<T>();  // (D, G)
+  // W_ih^T (D, G), for the per-row input gradients and the input layer norm's recomputed W_ih x
+  const bool need_w_ih_t = row_input_grads || q.ln_ih;
+  const Tensor w_ih_t_storage = need_w_ih_t ? tensors.w_ih.t().contiguous() : Tensor();
+  const T* w_ih_t = need_w_ih_t ? w_ih_t_storage.data_ptr<T>() : nullptr;
   // d(W_ih x) of each row through the input layer norm (W_ih x recomputed: D row updates)
   Tensor dxw_rows = row_input_grads && q.ln_ih ? empty_like_shape(x, {B, G}) : none_tensor(x);
   const Schedule schedule(B, G * P, G * P + (proj ? H * P : 0) + 40 * H, 40 * H);
