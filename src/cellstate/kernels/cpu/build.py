@@ -9,18 +9,31 @@ The kernels are compiled with -O3 and the vector ISA that torch itself uses on t
 vectorise the gate math. That is why the capability is part of the cache key: a home directory
 shared between machines of different CPUs keeps one build per ISA, never running AVX-512 code
 on a CPU without it.
+
+A build survives faults. It is compiled in a private directory beside its final place and moved
+there only when complete, with a marker holding the library's size and SHA-256; a library whose
+marker does not match (a truncated or garbage file) is never loaded but rebuilt. Builders take
+turns through ``<build dir>.lock`` (an ``fcntl.flock``, which the kernel releases when its owner
+dies, so a killed build never blocks the next). Loading a complete build writes nothing, so a
+read-only cache works. SIGINT/SIGTERM during a build stop the program (BuildInterrupted), rather
+than going on with the slow reference backend.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import importlib.util
 import os
 import platform
 import re
 import shutil
+import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -34,6 +47,16 @@ ISA_FLAGS = {
 }
 
 _lock = threading.Lock()
+
+
+class BuildInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived while the kernel was compiling: the program stops."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(f"{signal_name} while compiling the cellstate CPU kernel")
+        self.signal_name = signal_name
+
+
 _module: ModuleType | None = None
 _failure: str | None = None
 
@@ -78,6 +101,25 @@ def _library_path() -> Path:
     return build_dir() / f"{_name()}.so"
 
 
+def _marker_path(directory: Path) -> Path:
+    return directory / f"{_name()}.so.complete"
+
+
+def _fingerprint(library: Path) -> str:
+    """The library's size and SHA-256, as the completion marker holds them."""
+    data = library.read_bytes()
+    return f"{len(data)} {hashlib.sha256(data).hexdigest()}\n"
+
+
+def _is_complete(directory: Path) -> bool:
+    """Whether ``directory`` holds a finished build: its marker matches the library."""
+    library = directory / f"{_name()}.so"
+    try:
+        return _marker_path(directory).read_text() == _fingerprint(library)
+    except OSError:
+        return False
+
+
 def _missing_tool() -> str | None:
     """Why a build cannot even start (no compiler, no ninja), or None."""
     compiler = os.environ.get("CXX", "c++")
@@ -104,7 +146,7 @@ def status() -> str:
         return f"built ({_library_path()}; its loops run on {used} of {threads} threads)"
     if _failure is not None:
         return f"cannot build: {_failure}"
-    if _library_path().exists():
+    if _is_complete(build_dir()):
         return f"built ({_library_path()}; loads on first use)"
     missing = _missing_tool()
     if missing:
@@ -123,7 +165,7 @@ def is_loaded() -> bool:
 
 def is_built() -> bool:
     """Whether a build for this torch, CPU and source is in the cache (loading it is quick)."""
-    return _module is not None or (_failure is None and _library_path().exists())
+    return _module is not None or (_failure is None and _is_complete(build_dir()))
 
 
 def load() -> ModuleType:
@@ -148,22 +190,49 @@ def load() -> ModuleType:
 
 
 def _build() -> ModuleType:
+    """Load the finished build, or build it (one process at a time) and load it."""
+    final = build_dir()
+    if _is_complete(final):
+        return _import(final)
     missing = _missing_tool()
     if missing:
         raise RuntimeError(missing)
-    from torch.utils.cpp_extension import load as load_extension
-
-    directory = build_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    compiling = not _library_path().exists()
-    if compiling:
+    root = _cache_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = open(final.with_name(final.name + ".lock"), "a+")  # noqa: SIM115 - held below
+    except OSError as error:
+        raise RuntimeError(
+            f"the kernel cache {root} is not writable ({error.strerror}); "
+            "set CELLSTATE_CACHE_DIR to a writable directory"
+        ) from error
+    with lock, _interruptible():
+        _take_turn(lock, final)
+        if _is_complete(final):  # another process built it while this one waited
+            return _import(final)
+        for stale in root.glob(f"{final.name}.building-*"):  # killed builds' leftovers
+            shutil.rmtree(stale, ignore_errors=True)
+        shutil.rmtree(final, ignore_errors=True)  # a truncated or garbage build
+        work = root / f"{final.name}.building-{os.getpid()}"
+        work.mkdir()
         print(
             f"cellstate: compiling the CPU kernel (once, ~{_expected_seconds()} s)…",
             file=sys.stderr,
             flush=True,
         )
-    start = time.perf_counter()
-    module = load_extension(
+        start = time.perf_counter()
+        module = _compile(work)
+        _marker_path(work).write_text(_fingerprint(work / f"{_name()}.so"))
+        work.rename(final)
+        (root / "last_build_seconds").write_text(f"{time.perf_counter() - start:.0f}\n")
+    return module
+
+
+def _compile(directory: Path) -> ModuleType:
+    """Compile and link the kernel in ``directory`` and import it (torch.utils.cpp_extension)."""
+    from torch.utils.cpp_extension import load as load_extension
+
+    return load_extension(
         name=_name(),
         sources=[str(Path(__file__).parent / name) for name in SOURCES],
         extra_cflags=_flags(),
@@ -171,10 +240,53 @@ def _build() -> ModuleType:
         build_directory=str(directory),
         verbose=False,
     )
-    if compiling:
-        seconds = time.perf_counter() - start
-        (_cache_root() / "last_build_seconds").write_text(f"{seconds:.0f}\n")
+
+
+def _import(directory: Path) -> ModuleType:
+    """Import the finished build in ``directory`` (writes nothing)."""
+    name = _name()
+    spec = importlib.util.spec_from_file_location(name, directory / f"{name}.so")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     return module
+
+
+def _take_turn(lock, final: Path) -> None:
+    """Hold the build lock: at once, or after saying who is building."""
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        owner = lock.read().strip() or "another process"
+        print(
+            f"cellstate: waiting for {owner}, which is compiling the CPU kernel in {final.parent}…",
+            file=sys.stderr,
+            flush=True,
+        )
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"process {os.getpid()} on {platform.node()}")
+    lock.flush()
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """While building, SIGINT/SIGTERM raise BuildInterrupted (in the main thread): the compiler
+    stops, and so does the program, whatever handler (such as a training loop's) was set."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame) -> None:
+        raise BuildInterrupted(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _reason(error: Exception) -> str:

@@ -57,15 +57,28 @@ constexpr double kLayerNormEps = 1e-5;  // reference.LAYER_NORM_EPS
 
 // ---- activations --------------------------------------------------------------------------
 // float32: branch-free, so that g++ vectorises the gate loops (scalar expf/tanhf cost ~20 ns
-// each). exp is Cephes' expf (range reduction by ln 2, degree-6 polynomial, ~1 ulp); tanh is
-// Cephes' odd polynomial below 0.625 and 1 - 2 / (exp(2|x|) + 1) above, so that the relative
-// error stays ~1e-7 near 0 too. float64 uses the exact std:: functions.
+// each). exp is Cephes' expf (range reduction by ln 2, degree-6 polynomial, ~1 ulp), rounded
+// once also where its result is denormal; tanh is
+// Cephes' odd polynomial below 0.625 and 1 - 2e / (1 + e), e = exp(-2|x|), above, so that the
+// relative error stays ~1e-7 near 0 too. float64 uses the exact std:: functions.
+//
+// Saturation is exact: each function returns +-1 (or 0) for precisely the inputs whose correctly
+// rounded value is +-1 (or 0), and a value short of it below. A function that stops one ulp short
+// of 1 has a derivative 1 - y^2 of 1.2e-7 instead of 0, and then the weight gradient grows with
+// the input (0.12 at inputs of 1e6); one that reaches 1 early loses its gradient early. Sigmoid is
+// computed from its small side, s = e / (1 + e) with e = exp(-|x|), and 1 - s for x >= 0, so that
+// 1 + e never rounds the tail away.
 
 namespace act {
 
-inline float exp_f32(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  x = x > 88.0f ? 88.0f : x;
+// The smallest float32 whose correctly rounded tanh (sigmoid) is 1 (mpmath, 200 bits; the tests
+// check them and their neighbours against it).
+constexpr float kTanhOneF32 = 0x1.205968p+3f;     // 9.0109138...
+constexpr float kSigmoidOneF32 = 0x1.154246p+4f;  // 17.3286800...
+
+// exp(x) for x <= 0; 0 below -104 (exp(-104) < 2^-150 rounds to 0).
+inline float exp_nonpositive_f32(float x) {
+  x = x < -104.0f ? -104.0f : x;
   // Adding 1.5 * 2^23 rounds x / ln 2 to the nearest integer n, held in the low mantissa bits.
   const float shifted = x * 1.44269504088896341f + 12582912.0f;
   const float n = shifted - 12582912.0f;
@@ -80,13 +93,22 @@ inline float exp_f32(float x) {
   p = p * r * r + r + 1.0f;
   int32_t bits;
   std::memcpy(&bits, &shifted, sizeof bits);
-  bits = (bits - 0x4B400000 + 127) << 23;  // 2^n
+  // 2^n built as 2^(n + 64), a normal float for n in [-150, 0], so that p * 2^(n + 64) is
+  // exact and the product with 2^-64 rounds once, also to a denormal.
+  bits = (bits - 0x4B400000 + 64 + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
+  return (p * scale) * 0x1p-64f;
 }
 
-inline float sigmoid(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
+inline float sigmoid(float x) {
+  const float ax = x < 0.0f ? -x : x;
+  const float e = exp_nonpositive_f32(-ax);
+  const float small = e / (1.0f + e);  // sigmoid(-|x|)
+  float large = 1.0f - small;
+  large = ax >= kSigmoidOneF32 ? 1.0f : large;
+  return x >= 0.0f ? large : small;  // NaN: small, which is NaN
+}
 
 inline float tanh(float x) {
   const float z = x * x;
@@ -96,14 +118,19 @@ inline float tanh(float x) {
   small = small * z + 1.33314422036e-1f;
   small = small * z - 3.33332819422e-1f;
   small = small * z * x + x;
-  float ax = x < 0.0f ? -x : x;
-  ax = ax > 9.0f ? 9.0f : ax;  // tanh(9) rounds to 1 in float32
-  const float large = 1.0f - 2.0f / (exp_f32(2.0f * ax) + 1.0f);
+  const float ax = x < 0.0f ? -x : x;
+  const float e = exp_nonpositive_f32(-2.0f * ax);
+  float large = 1.0f - 2.0f * e / (1.0f + e);
+  large = ax >= kTanhOneF32 ? 1.0f : large;
   const float signed_large = x < 0.0f ? -large : large;
   return ax < 0.625f ? small : signed_large;
 }
 
-inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+inline double sigmoid(double x) {
+  const double e = std::exp(-std::fabs(x));
+  const double small = e / (1.0 + e);  // sigmoid(-|x|)
+  return x >= 0.0 ? 1.0 - small : small;
+}
 inline double tanh(double x) { return std::tanh(x); }
 
 }  // namespace act

@@ -14,6 +14,7 @@ Shapes: T time, B batch, D input, H hidden, P output (proj_size or H), G gate ro
 import torch
 from torch import Tensor
 
+from cellstate.kernels import reference
 from cellstate.kernels.cpu import build
 from cellstate.kernels.params import LSTMLayerParams, RNNLayerParams, StepNoise
 from cellstate.kernels.reference import reverse_index
@@ -306,6 +307,8 @@ def lstm_layer(
     reason = unsupported(x)
     if reason:
         raise NotImplementedError(reason)
+    if x.shape[1] == 0:  # an empty batch: nothing to fuse; the reference gives torch's shapes
+        return reference.lstm_layer(x, h0, c0, p, noise, lengths, reverse, return_states)
     noise = noise or StepNoise()
     T, B, _ = x.shape
     if reverse:
@@ -439,6 +442,8 @@ def rnn_layer(
     reason = unsupported(x)
     if reason:
         raise NotImplementedError(reason)
+    if x.shape[1] == 0:  # an empty batch: nothing to fuse; the reference gives torch's shapes
+        return reference.rnn_layer(x, h0, p, lengths, reverse, return_states)
     if p.nonlinearity not in ("tanh", "relu"):
         raise NotImplementedError(f"nonlinearity must be 'tanh' or 'relu'; got {p.nonlinearity!r}")
     T, B, _ = x.shape
