@@ -31,6 +31,7 @@ from cellstate.training.config import (  # noqa: E402
     TaskConfig,
     TrainingConfig,
 )
+from cellstate.training.run_dir import check_writable, refuse_existing  # noqa: E402
 from cellstate.training.trainer import Result, Trainer  # noqa: E402
 
 # Chosen by measurement (RESULTS.md, "cellstate compare"): on 2 cores the default run ends within
@@ -194,6 +195,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         return _error(str(error))
     out = Path(args.out or time.strftime("runs/compare-%Y%m%d-%H%M%S"))
+    try:
+        refuse_existing(out, "comparison")
+        check_writable(out)
+    except ValueError as error:
+        return _error(str(error))
     print(
         f"compare: {configs[0].task.name}, {len(configs)} runs of at most "
         f"{args.max_sequences:,} sequences each -> {out}"

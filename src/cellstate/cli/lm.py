@@ -26,6 +26,8 @@ from cellstate.lm.train import (
     prepare,
 )
 from cellstate.lm.train import train as run_training
+from cellstate.training.divergence import Diverged
+from cellstate.training.run_dir import RunDirError
 
 USAGE_ERROR = 2
 DEFAULTS = TrainConfig()
@@ -126,7 +128,11 @@ def run_train(args) -> int:
         data = load_data(config, resume_from)
     except (ValueError, OSError) as error:  # CorpusError is a ValueError
         return _fail("train", error)
-    result = run_training(config, data, resume_from, progress=False if args.no_progress else None)
+    progress = False if args.no_progress else None
+    try:
+        result = run_training(config, data, resume_from, progress=progress)
+    except (Diverged, RunDirError, OSError) as error:  # a NaN loss, a full disk: one line
+        return _fail("train", error)
     if "interrupted" in result:
         print(
             f"stopped by {result['interrupted']} at step {result['steps']}; "

@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import signal
 import sys
 
 import cellstate.cli as cli_package
+from cellstate.kernels.cpu.build import BuildInterrupted
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except BuildInterrupted as stop:  # Ctrl-C while compiling: stop, in one line
+        print(f"cellstate: {stop}; nothing was run", file=sys.stderr)
+        return 128 + signal.Signals[stop.signal_name].value
 
 
 if __name__ == "__main__":

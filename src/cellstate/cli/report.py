@@ -4,7 +4,8 @@
 
 Learning curves, the comparison, the gradient flow, exploding gradients and clipping, and the
 LSTM's gates, computed from the directory's files and checkpoints; images embedded, nothing
-loaded from elsewhere. Exit 0, or 2 when RUN_DIR is not a directory.
+loaded from elsewhere. Exit 0, or 2 when RUN_DIR is not a directory, holds no run, or holds a file
+that cannot be read (named on one line).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         path = write_report(args.run_dir)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:  # ValueError: no run, an unreadable file
         print(f"cellstate report: error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {path}")

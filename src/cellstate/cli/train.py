@@ -29,9 +29,9 @@ from cellstate.training.config import (
     TrainingConfig,
 )
 from cellstate.training.distributed import close_world, init_world
-from cellstate.training.trainer import Result, ResumeError, Trainer
-
-RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "result.json", "config.json")
+from cellstate.training.divergence import Diverged
+from cellstate.training.run_dir import check_writable
+from cellstate.training.trainer import RUN_FILES, Result, ResumeError, Trainer
 
 
 def register(subparsers) -> None:
@@ -149,6 +149,13 @@ def run(args: argparse.Namespace) -> int:
         return _error(f"{out} already holds a run; pass --resume to continue it or --force")
     if args.resume and not existing:
         return _error(f"--resume: no checkpoint in {out}")
+    try:
+        check_writable(out)
+    except ValueError as error:
+        return _error(str(error))
+    if not existing and any((out / name).exists() for name in RUN_FILES):
+        print(f"cellstate train: {out} held a run stopped before its first checkpoint (nothing to "
+              "resume); starting afresh", file=sys.stderr)  # fmt: skip
     world = init_world(t.device)
     try:
         if args.force and not args.resume and world.is_main:
@@ -158,7 +165,10 @@ def run(args: argparse.Namespace) -> int:
             trainer = Trainer(config, out, resume=args.resume, progress=not args.quiet, world=world)
         except (ResumeError, ValueError) as error:
             return _error(str(error))
-        result = trainer.run()
+        try:
+            result = trainer.run()
+        except (Diverged, OSError) as error:  # a NaN loss, a full disk: one line, not a trace
+            return _error(str(error))
         if result is None:
             return 128 + signal.Signals[trainer.stop_signal or "SIGINT"].value
         if world.is_main:

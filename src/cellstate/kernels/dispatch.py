@@ -53,6 +53,13 @@ def select(backend: str, x: Tensor) -> ModuleType:
     return reference
 
 
+def resolve(backend: str, device: torch.device | str, dtype: torch.dtype) -> str:
+    """The backend ("cpu" or "reference") that ``backend`` runs on tensors of this device and
+    dtype; builds or loads the CPU kernel where it may run, as the first call would."""
+    module = select(backend, torch.empty(0, device=device, dtype=dtype))
+    return "cpu" if module is cpu else "reference"
+
+
 def _cpu_build_failure(warn: bool) -> str | None:
     """Build (or load) the kernel once; the reason it failed, or None (warned about once)."""
     global _warned

@@ -48,7 +48,10 @@ def sample(model: CharLM, vocab: Vocabulary, config: SampleConfig) -> str:
     logits, state = model(ids.view(-1, 1))  # (T, 1, V): the prompt in one call
     out = []
     for _ in range(config.length):
-        probs = torch.softmax(logits[-1, 0] / config.temperature, dim=-1)  # (V,)
+        # Shifted so that the largest logit is 0: a tiny temperature then tends to the argmax
+        # (the others' exp underflows to 0) instead of dividing into inf - inf = NaN.
+        last = logits[-1, 0]  # (V,)
+        probs = torch.softmax((last - last.max()) / config.temperature, dim=-1)  # (V,)
         next_id = torch.multinomial(probs, 1, generator=generator)  # (1,)
         out.append(int(next_id))
         logits, state = model(next_id.view(1, 1), state)  # (1, 1, V)

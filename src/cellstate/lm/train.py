@@ -31,7 +31,8 @@ from cellstate.lm.corpus import (
     split,
 )
 from cellstate.lm.model import LSTM_KINDS, CharLM, ModelConfig
-from cellstate.training import checkpoint
+from cellstate.training import checkpoint, run_dir
+from cellstate.training.divergence import check_loss
 from cellstate.training.interrupt import GracefulStop
 
 CHECKPOINT_KIND = "cellstate-lm"
@@ -173,9 +174,8 @@ class _RunFiles:
     def drop_metrics_after(self, step: int) -> None:
         """Forget metrics logged after the checkpoint (a crash between the two)."""
         if self.metrics.exists():
-            lines = self.metrics.read_text().splitlines()
-            kept = [line for line in lines if json.loads(line)["step"] <= step]
-            self.metrics.write_text("".join(line + "\n" for line in kept))
+            records = run_dir.read_jsonl(self.metrics)
+            run_dir.rewrite_jsonl(self.metrics, [r for r in records if r.get("step", 0) <= step])
 
 
 def load_lm_checkpoint(path: str | Path) -> dict:
@@ -208,6 +208,7 @@ def prepare(overrides: dict, resume: bool = False) -> tuple[TrainConfig, dict | 
             raise ValueError(
                 f"{files.checkpoint} exists; pass --resume to continue it or choose another --out"
             )
+        run_dir.check_writable(out)
         return TrainConfig(**overrides), None
     state = load_lm_checkpoint(files.checkpoint)
     stored = TrainConfig(**state["train_config"])
@@ -278,6 +279,8 @@ def train(
         state = resume_from["state"]
         checkpoint.restore_rng_state(resume_from["rng"])
         files.drop_metrics_after(step)
+    else:  # what a run killed before its first checkpoint logged is not this run's
+        run_dir.start_fresh(files.dir, (files.metrics.name, files.result.name))
 
     files.dir.mkdir(parents=True, exist_ok=True)
     n_params = sum(p.numel() for p in model.parameters())
@@ -325,6 +328,7 @@ def train(
                 "window": window,
                 "state": state,
                 "rng": checkpoint.rng_state(),
+                "backends": backends,
             },
             files.checkpoint,
         )
@@ -351,6 +355,10 @@ def train(
     with torch.no_grad():
         model(data.inputs[:1, :1])  # (1, 1)
     model.train()
+    backends = checkpoint.continue_backends(
+        resume_from.get("backends", []) if resume_from is not None else [],
+        dispatch.resolve("auto", "cpu", torch.float32) if config.model == "cellstate" else "torch",
+    )
     bar = tqdm(
         total=config.max_steps,
         initial=step,
@@ -371,6 +379,8 @@ def train(
             logits, state = model(x, state)  # (T, B, V)
             state = (state[0].detach(), state[1].detach())  # truncated BPTT: carry, don't backprop
             loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+            advice = f"lower --lr ({config.lr:g})"
+            check_loss(loss.item(), f"step {step + 1}", files.checkpoint, advice)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)

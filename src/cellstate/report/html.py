@@ -34,6 +34,7 @@ from cellstate.report.plots import (
 )
 from cellstate.tasks import FinalStepTask
 from cellstate.training.config import RunConfig
+from cellstate.training.run_dir import RunDirError, read_jsonl
 
 REPORT = "report.html"
 FLOW_BATCH = 32
@@ -82,16 +83,19 @@ class Run:
 
 
 def _read_json(path: Path):
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The file's JSON, None if there is no file; RunDirError naming it if it is not JSON."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RunDirError(f"{path}: expected JSON, found something else ({error})") from None
 
 
 def _read_run(path: Path, name: str) -> Run:
     config_data = _read_json(path / "config.json")
     metrics_path = path / "metrics.jsonl"
-    metrics = []
-    if metrics_path.is_file():
-        lines = metrics_path.read_text().splitlines()
-        metrics = [json.loads(line) for line in lines if line.strip()]
+    metrics = read_jsonl(metrics_path) if metrics_path.is_file() else []
     try:
         config = RunConfig.from_dict(config_data) if config_data is not None else None
     except (TypeError, ValueError):  # a config.json of another version: show what else is there
@@ -108,6 +112,11 @@ def find_runs(run_dir: Path) -> list[Run]:
     if (run_dir / "config.json").is_file():
         return [_read_run(run_dir, run_dir.name)]
     subdirs = sorted(p for p in run_dir.iterdir() if (p / "config.json").is_file())
+    if not subdirs:
+        raise RunDirError(
+            f"{run_dir}: expected a cellstate run (config.json), a comparison (compare.json) or "
+            "directories of runs; found none"
+        )
     return [_read_run(p, p.name) for p in subdirs]
 
 

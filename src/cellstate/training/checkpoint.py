@@ -3,8 +3,11 @@ resume needs (parameters, optimiser, every random number generator, counters).""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -16,16 +19,27 @@ FORMAT = "cellstate-checkpoint-v1"
 def save_atomic(state: dict, path: str | Path) -> None:
     """torch.save to a temporary file beside ``path``, fsync, then rename over ``path``.
 
-    A crash or a signal mid-write leaves the previous checkpoint intact.
+    A crash or a signal mid-write leaves the previous checkpoint intact; a failed write (a full
+    disk) removes its temporary file and raises OSError saying where and how much was needed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save({"format": FORMAT, **state}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            needed = f"~{buffer.getbuffer().nbytes / 1e6:.1f} MB"
+            message = f"no space left on {path.parent} (the checkpoint needs {needed})"
+            raise OSError(error.errno, message) from None
+        raise
 
 
 def load(path: str | Path) -> dict:
@@ -68,3 +82,15 @@ def params_sha256(module: nn.Module) -> str:
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
+
+
+def continue_backends(saved: list[str], now: str) -> list[str]:
+    """The backends a run's steps ran on, in order, once the steps from now run on ``now``.
+    Says so on stderr when a resume changes it: the run is then not bit-exact."""
+    if saved and saved[-1] != now:
+        print(
+            f"cellstate: warning: resuming on the {now} backend, but the checkpoint's steps ran "
+            f"on {saved[-1]}; the run will not be bit-identical to an uninterrupted one",
+            file=sys.stderr,
+        )
+    return saved if saved and saved[-1] == now else [*saved, now]

@@ -23,8 +23,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from cellstate.kernels import dispatch
 from cellstate.tasks import CriterionMonitor, Task
 from cellstate.training import checkpoint as ckpt
+from cellstate.training import memory, run_dir
 from cellstate.training.config import RunConfig
 from cellstate.training.distributed import (
     World,
@@ -34,12 +36,14 @@ from cellstate.training.distributed import (
     rank_slice,
     sum_scalar,
 )
+from cellstate.training.divergence import check_loss
 from cellstate.training.interrupt import GracefulStop
 from cellstate.training.model import SequenceModel
 
 # Test inputs are generated in chunks of at most this many floats, so that 2560 sequences of
 # long-lag-distractors at q = 1000 (1004 inputs per step) never sit in memory at once.
 _TEST_CHUNK_FLOATS = 2**24
+RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "result.json", "config.json")
 
 
 class ResumeError(ValueError):
@@ -118,6 +122,7 @@ class Trainer:
         self.description = description
         self.stop_signal: str | None = None  # the signal that interrupted run(), if one did
         self.task: Task = config.task.build()
+        memory.check(config, self.task)
         torch.manual_seed(t.seed)
         self.model = SequenceModel(config.model, self.task).to(self.device)
         self.trained: nn.Module = (
@@ -133,6 +138,8 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(t.seed)
         self.monitor: CriterionMonitor = self.task.criterion.monitor()
         self.counters = _Counters(next_eval=t.eval_every)
+        self.resumed = resume
+        self.backends: list[str] = []  # what the checkpoint's steps ran on, in order
         if resume:
             self._resume()
 
@@ -144,7 +151,13 @@ class Trainer:
         t, c = self.config.training, self.counters
         if self.world.is_main and self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
+            if not self.resumed:
+                run_dir.start_fresh(self.out, RUN_FILES)
             _write_json(self.out / "config.json", self.config.to_dict())
+        dtype = self.model.head.weight.dtype  # builds the kernel here, before the clock starts
+        self.backends = ckpt.continue_backends(
+            self.backends, dispatch.resolve(self.config.model.backend, self.device, dtype)
+        )
         bar = tqdm(
             total=t.max_sequences,
             initial=min(self.monitor.sequences, t.max_sequences),
@@ -227,6 +240,12 @@ class Trainer:
             correct = gather_flags(self.task.correct(outputs, local), self.world).cpu()
         global_loss = (
             sum_scalar(float(loss.detach()) * weight, self.world, self.device) / self.world.size
+        )
+        check_loss(
+            global_loss,
+            f"sequence {self.monitor.sequences + t.batch_size:,}",
+            self.out / "checkpoint.pt" if self.out is not None else None,
+            f"lower --lr ({t.lr:g}) or clip gradients (--clip)",
         )
         self.monitor.update(global_loss, correct)
         self.counters.steps += 1
@@ -356,6 +375,7 @@ class Trainer:
             "rng": ckpt.rng_state({"train": self.generator}),
             "monitor": self.monitor,
             "counters": asdict(self.counters),
+            "backends": self.backends,
         }
         ckpt.save_atomic(state, self.out / "checkpoint.pt")
 
@@ -364,6 +384,11 @@ class Trainer:
         if path is None or not path.is_file():
             raise ResumeError(f"--resume: no checkpoint in {self.out}")
         state = ckpt.load(path)
+        if "config" not in state:
+            raise ResumeError(
+                f"--resume: {path} is not a cellstate train checkpoint "
+                f"(it holds a {state.get('kind', 'different')} run)"
+            )
         saved = RunConfig.from_dict(state["config"])
         differ = self.config.differences(saved)
         if differ:
@@ -375,6 +400,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         ckpt.restore_rng_state(state["rng"], {"train": self.generator})
         self.monitor = state["monitor"]
+        self.backends = state.get("backends", [])
         counters = dict(state["counters"])
         window = _Window(**counters.pop("window"))
         self.counters = _Counters(**counters, window=window)
@@ -415,6 +441,9 @@ def _truncate_metrics(path: Path, sequences: int) -> None:
     and the final evaluation of a run that stopped at its budget (the resume goes on)."""
     if not path.is_file():
         return
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    kept = [json.dumps(r) for r in records if r["sequences"] <= sequences and not r["final"]]
-    path.write_text("".join(line + "\n" for line in kept))
+    kept = [
+        r
+        for r in run_dir.read_jsonl(path)
+        if r.get("sequences", math.inf) <= sequences and not r.get("final")
+    ]
+    run_dir.rewrite_jsonl(path, kept)
