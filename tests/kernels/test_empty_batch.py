@@ -22,7 +22,8 @@ def test_empty_batch_matches_torch(kind, kwargs, backend):
     ours.load_state_dict(theirs.state_dict())
     x = torch.randn((0, 5, 3) if kwargs.get("batch_first") else (5, 0, 3), requires_grad=True)
     expected, got = theirs(x), ours(x)
-    for a, b in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(expected)):
+    leaves = torch.utils._pytree.tree_leaves
+    for a, b in zip(leaves(got), leaves(expected), strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype
     got[0].sum().backward()
     assert x.grad.shape == x.shape

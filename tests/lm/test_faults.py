@@ -54,9 +54,7 @@ def test_out_that_is_a_file_or_unwritable_is_one_line(tmp_path, text_file, capsy
     _one_line_error(capsys, f"--out {out}")
 
 
-def test_a_full_disk_says_so_and_leaves_no_temporary_file(
-    tmp_path, text_file, capsys, monkeypatch
-):
+def test_a_full_disk_says_so_and_leaves_no_temporary_file(tmp_path, text_file, capsys, monkeypatch):
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
