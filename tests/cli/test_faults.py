@@ -83,6 +83,7 @@ def test_ctrl_c_while_the_kernel_compiles_stops_train_in_one_line(tmp_path, caps
         raise build.BuildInterrupted("SIGINT")
 
     monkeypatch.setattr(build, "_module", None)
+    monkeypatch.setattr(build, "_failure", None)
     monkeypatch.setattr(build, "_build", interrupted)
     assert _train(tmp_path / "run", "--max-sequences", "16") == 130
     _one_line_error(capsys, "SIGINT while compiling the cellstate CPU kernel")
