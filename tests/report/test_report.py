@@ -95,10 +95,10 @@ def test_missing_pieces_say_why(tmp_path, compare_dir):
 
 
 def test_empty_directory(tmp_path):
-    body = sections(write_report(tmp_path).read_text())
-    assert "not available: no metrics.jsonl" in body["Learning curves"]
-    assert "not available: no checkpoint.pt" in body["Gradient flow: the vanishing gradient"]
-    assert "not available: no LSTM checkpoint.pt" in body["Inside the LSTM: gates and cell state"]
+    """No run at all: an error naming the directory, not a page of "not available"."""
+    with pytest.raises(ValueError, match="expected a cellstate run"):
+        write_report(tmp_path)
+    assert not (tmp_path / "report.html").exists()
 
 
 def test_report_command(tmp_path, capsys, compare_dir):
