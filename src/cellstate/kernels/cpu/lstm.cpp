@@ -58,23 +58,19 @@ constexpr double kLayerNormEps = 1e-5;  // reference.LAYER_NORM_EPS
 // ---- activations --------------------------------------------------------------------------
 // float32: branch-free, so that g++ vectorises the gate loops (scalar expf/tanhf cost ~20 ns
 // each). exp is Cephes' expf (range reduction by ln 2, degree-6 polynomial, ~1 ulp), rounded
-// once also where its result is denormal; tanh is
-// Cephes' odd polynomial below 0.625 and 1 - 2e / (1 + e), e = exp(-2|x|), above, so that the
-// relative error stays ~1e-7 near 0 too. float64 uses the exact std:: functions.
+// once also where its result is denormal; tanh is Cephes' odd polynomial below 0.625 and
+// 1 - 2e / (1 + e), e = exp(-2|x|), above, so that the relative error stays ~1e-7 near 0 too.
+// float64 uses the exact std:: functions.
 //
 // Saturation is exact: each function returns +-1 (or 0) for precisely the inputs whose correctly
-// rounded value is +-1 (or 0), and a value short of it below. A function that stops one ulp short
+// rounded value is +-1 (or 0), and a value short of it below (tests/kernels/test_saturation.py
+// checks every boundary and its neighbours against mpmath). A function that stops one ulp short
 // of 1 has a derivative 1 - y^2 of 1.2e-7 instead of 0, and then the weight gradient grows with
 // the input (0.12 at inputs of 1e6); one that reaches 1 early loses its gradient early. Sigmoid is
 // computed from its small side, s = e / (1 + e) with e = exp(-|x|), and 1 - s for x >= 0, so that
 // 1 + e never rounds the tail away.
 
 namespace act {
-
-// The smallest float32 whose correctly rounded tanh (sigmoid) is 1 (mpmath, 200 bits; the tests
-// check them and their neighbours against it).
-constexpr float kTanhOneF32 = 0x1.205968p+3f;     // 9.0109138...
-constexpr float kSigmoidOneF32 = 0x1.154246p+4f;  // 17.3286800...
 
 // exp(x) for x <= 0; 0 below -104 (exp(-104) < 2^-150 rounds to 0).
 inline float exp_nonpositive_f32(float x) {
@@ -105,8 +101,7 @@ inline float sigmoid(float x) {
   const float ax = x < 0.0f ? -x : x;
   const float e = exp_nonpositive_f32(-ax);
   const float small = e / (1.0f + e);  // sigmoid(-|x|)
-  float large = 1.0f - small;
-  large = ax >= kSigmoidOneF32 ? 1.0f : large;
+  const float large = 1.0f - small;
   return x >= 0.0f ? large : small;  // NaN: small, which is NaN
 }
 
@@ -120,8 +115,7 @@ inline float tanh(float x) {
   small = small * z * x + x;
   const float ax = x < 0.0f ? -x : x;
   const float e = exp_nonpositive_f32(-2.0f * ax);
-  float large = 1.0f - 2.0f * e / (1.0f + e);
-  large = ax >= kTanhOneF32 ? 1.0f : large;
+  const float large = 1.0f - 2.0f * e / (1.0f + e);
   const float signed_large = x < 0.0f ? -large : large;
   return ax < 0.625f ? small : signed_large;
 }
