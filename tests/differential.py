@@ -23,6 +23,14 @@ def tolerance(dtype: torch.dtype) -> dict[str, float]:
     return TOLERANCES[dtype]
 
 
+def scaled_tolerance(dtype: torch.dtype, expected: Tensor) -> dict[str, float]:
+    """tolerance(dtype) with atol relative to expected's largest magnitude: for sums of many
+    low-precision terms (weight gradients), whose rounding error grows with their size."""
+    tol = TOLERANCES[dtype]
+    scale = float(expected.detach().abs().max().clamp_min(1.0))
+    return {"rtol": tol["rtol"], "atol": tol["atol"] * scale}
+
+
 def _leaves(obj, leaves: list[Tensor]):
     """A copy of obj whose floating tensors are fresh leaves requiring grad (collected)."""
     if isinstance(obj, PackedSequence):

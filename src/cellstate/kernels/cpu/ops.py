@@ -14,6 +14,7 @@ Shapes: T time, B batch, D input, H hidden, P output (proj_size or H), G gate ro
 import torch
 from torch import Tensor
 
+from cellstate.kernels import reference
 from cellstate.kernels.cpu import build
 from cellstate.kernels.params import LSTMLayerParams, RNNLayerParams, StepNoise
 from cellstate.kernels.reference import reverse_index
@@ -23,7 +24,12 @@ LN_STATS = 5  # per row: mean and rstd of W_ih x, rstd of W_hh h, mean and rstd 
 
 
 def unsupported(x: Tensor) -> str | None:
-    """Why this backend cannot run on x (device or dtype), or None."""
+    """Why this backend cannot run on x (device, dtype, a torch.func transform), or None."""
+    # torch.func's grad, vjp, jacrev and vmap wrap tensors (in x or in the parameters) in ways
+    # the C++ kernel cannot read; the reference is plain torch ops, which they all transform.
+    # torch.autograd.Function.apply asks the same question the same way.
+    if torch._C._are_functorch_transforms_active():
+        return "torch.func transforms (grad, vjp, jacrev, vmap) run the reference backend"
     if x.device.type != "cpu":
         return f"the cpu kernel runs CPU tensors only; got a {x.device.type} tensor"
     if x.dtype not in DTYPES:
@@ -38,6 +44,38 @@ def _time_gather(x: Tensor, index: Tensor) -> Tensor:
 
 def _none_if_empty(t: Tensor, present: bool) -> Tensor | None:
     return t if present else None
+
+
+def _with_second_order(grads, inputs, grad_outputs, recompute):
+    """The kernel's gradients of inputs, made differentiable under create_graph=True.
+
+    The hand-written backward is not itself differentiable. When backward runs with grad mode
+    on (create_graph), the reference forward is recomputed from the saved inputs (recompute()
+    returns the outputs that grad_outputs belong to) and differentiated with create_graph; each
+    gradient becomes kernel + (ref - ref.detach()): exactly the kernel's value, carrying the
+    reference's graph, so second-order gradients are those of the equations.
+    """
+    wanted = [k for k, (g, t) in enumerate(zip(grads, inputs, strict=True)) if g is not None]
+    wanted = [k for k in wanted if inputs[k].requires_grad]
+    if not torch.is_grad_enabled() or not wanted:
+        return grads
+    with torch.enable_grad():
+        pairs = [
+            (out, grad)
+            for out, grad in zip(recompute(), grad_outputs, strict=True)
+            if grad is not None and out.requires_grad
+        ]
+        exact = torch.autograd.grad(
+            [out for out, _ in pairs],
+            [inputs[k] for k in wanted],
+            [grad for _, grad in pairs],
+            create_graph=True,
+            materialize_grads=True,
+        )
+    grads = list(grads)
+    for k, ref in zip(wanted, exact, strict=True):
+        grads[k] = grads[k].detach() + (ref - ref.detach())
+    return tuple(grads)
 
 
 # ---- LSTM --------------------------------------------------------------------------------
@@ -185,7 +223,7 @@ def _lstm_backward_fake(
 
 
 _LSTM_SAVED = (
-    "x h0 c0 output gates cells c_states ln_hw ln_stats w_ih w_hh w_hr w_ci w_cf w_co "
+    "x h0 c0 output gates cells c_states ln_hw ln_stats w_ih w_hh b_ih b_hh w_hr w_ci w_cf w_co "
     "ln_ih ln_hh ln_c_weight ln_c_bias zoneout_h zoneout_c recurrent_mask lengths"
 ).split()
 
@@ -232,7 +270,7 @@ def _lstm_backward(ctx, d_output, d_h_n, d_c_n, d_records, *_, kernel=lstm_backw
     def present(name: str, grad: Tensor) -> Tensor | None:
         return grad if s[name] is not None else None
 
-    return (
+    grads = (
         dx if need_dx else None,
         dh0,
         dc0,
@@ -248,14 +286,27 @@ def _lstm_backward(ctx, d_output, d_h_n, d_c_n, d_records, *_, kernel=lstm_backw
         present("ln_hh", dln_hh),
         present("ln_c_weight", dln_cw),
         present("ln_c_bias", dln_cb),
-        None,  # zoneout and dropout masks, lengths: not differentiable
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
     )
+    grads = _with_second_order(
+        grads,
+        [s[name] for name in _LSTM_INPUTS[: len(grads)]],
+        (d_output, d_h_n, d_c_n, d_records),
+        lambda: _lstm_reference(s, ctx.forget_gate, d_records is not None),
+    )
+    return (*grads, *[None] * (len(_LSTM_INPUTS) - len(grads)))  # masks, lengths, flags
+
+
+def _lstm_reference(s: dict, forget_gate: bool, records: bool) -> tuple[Tensor | None, ...]:
+    """The reference forward of the saved inputs: output, h_n, c_n and (with records) the
+    records (5, T, B, H), as lstm_forward returns them."""
+    fields = "w_ih w_hh b_ih b_hh w_hr w_ci w_cf w_co ln_ih ln_hh ln_c_weight ln_c_bias".split()
+    p = LSTMLayerParams(**{k: s[k] for k in fields}, forget_gate=forget_gate)
+    noise = StepNoise(s["zoneout_h"], s["zoneout_c"], s["recurrent_mask"])
+    output, h_n, c_n, states = reference.lstm_layer(
+        s["x"], s["h0"], s["c0"], p, noise, s["lengths"], return_states=records
+    )
+    stacked = torch.stack([states[k] for k in "cifgo"]) if records else None
+    return output, h_n, c_n, stacked
 
 
 lstm_forward.register_autograd(_lstm_backward, setup_context=_lstm_setup_context)
@@ -398,30 +449,36 @@ def _rnn_backward_fake(
 
 def _rnn_setup_context(ctx, inputs, output):
     x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu = inputs
-    ctx.save_for_backward(x, h0, output[0], w_ih, w_hh, lengths)
+    ctx.save_for_backward(x, h0, output[0], w_ih, w_hh, b_ih, b_hh, lengths)
     ctx.set_materialize_grads(False)
     ctx.biases = (b_ih is not None, b_hh is not None)
     ctx.relu = relu
 
 
 def _rnn_backward(ctx, d_output, d_h_n):
-    x, h0, output, w_ih, w_hh, lengths = ctx.saved_tensors
+    x, h0, output, w_ih, w_hh, b_ih, b_hh, lengths = ctx.saved_tensors
     need_dx = ctx.needs_input_grad[0]
     has_b_ih, has_b_hh = ctx.biases
     dx, dh0, dw_ih, dw_hh, db = rnn_backward(
         d_output, d_h_n, x, h0, output, w_ih, w_hh, lengths, ctx.relu, has_b_ih or has_b_hh,
         need_dx,
     )  # fmt: skip
-    return (
+    grads = (
         dx if need_dx else None,
         dh0,
         dw_ih,
         dw_hh,
         db if has_b_ih else None,
         (db.clone() if has_b_ih else db) if has_b_hh else None,
-        None,
-        None,
     )
+    p = RNNLayerParams(w_ih, w_hh, b_ih, b_hh, "relu" if ctx.relu else "tanh")
+    grads = _with_second_order(
+        grads,
+        [x, h0, w_ih, w_hh, b_ih, b_hh],
+        (d_output, d_h_n),
+        lambda: reference.rnn_layer(x, h0, p, lengths)[:2],
+    )
+    return (*grads, None, None)  # lengths, relu
 
 
 rnn_forward.register_autograd(_rnn_backward, setup_context=_rnn_setup_context)
