@@ -16,6 +16,7 @@ TOLERANCES = {
     torch.float64: {"rtol": 1e-9, "atol": 1e-12},
     torch.float32: {"rtol": 1e-5, "atol": 1e-6},
     torch.bfloat16: {"rtol": 3e-2, "atol": 3e-2},
+    torch.float16: {"rtol": 5e-3, "atol": 5e-3},
 }
 
 

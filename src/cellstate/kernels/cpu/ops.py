@@ -8,8 +8,13 @@ the hand-written BPTT. Both have fake implementations, so ``torch.compile(fullgr
 eager mode ``lstm_layer`` calls the same two kernels through an autograd.Function with the same
 backward, without the ops' per-call dispatch (see ``_EagerLSTMForward``).
 
+A backward run with create_graph=True is itself differentiable (``_with_second_order``);
+bfloat16 and float16 run in float32 between casts (``_in_float32``).
+
 Shapes: T time, B batch, D input, H hidden, P output (proj_size or H), G gate rows (4H or 3H).
 """
+
+import dataclasses
 
 import torch
 from torch import Tensor
@@ -20,6 +25,7 @@ from cellstate.kernels.params import LSTMLayerParams, RNNLayerParams, StepNoise
 from cellstate.kernels.reference import reverse_index
 
 DTYPES = (torch.float32, torch.float64)
+HALF_DTYPES = (torch.bfloat16, torch.float16)  # stored in half precision, computed in float32
 LN_STATS = 5  # per row: mean and rstd of W_ih x, rstd of W_hh h, mean and rstd of c
 
 
@@ -32,9 +38,36 @@ def unsupported(x: Tensor) -> str | None:
         return "torch.func transforms (grad, vjp, jacrev, vmap) run the reference backend"
     if x.device.type != "cpu":
         return f"the cpu kernel runs CPU tensors only; got a {x.device.type} tensor"
-    if x.dtype not in DTYPES:
-        return f"the cpu kernel runs float32 and float64 only; got {x.dtype}"
+    if x.dtype not in DTYPES + HALF_DTYPES:
+        return (
+            "the cpu kernel runs float32, float64, bfloat16 and float16 (the last two computed "
+            f"in float32); got {x.dtype}"
+        )
     return None
+
+
+def _converted(obj, source: tuple[torch.dtype, ...], dtype: torch.dtype):
+    """obj with every tensor of a dtype in source cast to dtype (through tuples, dicts and the
+    parameter dataclasses); the casts are differentiable."""
+    if isinstance(obj, Tensor):
+        return obj.to(dtype) if obj.dtype in source else obj
+    if isinstance(obj, tuple):
+        return tuple(_converted(o, source, dtype) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _converted(v, source, dtype) for k, v in obj.items()}
+    if dataclasses.is_dataclass(obj):
+        fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+        tensors = {k: v for k, v in fields.items() if isinstance(v, Tensor)}
+        return dataclasses.replace(obj, **_converted(tensors, source, dtype))
+    return obj
+
+
+def _in_float32(layer, x: Tensor, *args, **kwargs):
+    """layer run on float32 copies of x and of the half-precision tensors in args (parameters,
+    noise), its results cast back to x's dtype: half-precision storage, float32 arithmetic and
+    states throughout the sequence. Gradients come back through the casts in each dtype."""
+    results = layer(x.float(), *_converted(args, HALF_DTYPES, torch.float32), **kwargs)
+    return _converted(results, (torch.float32,), x.dtype)
 
 
 def _time_gather(x: Tensor, index: Tensor) -> Tensor:
@@ -357,6 +390,8 @@ def lstm_layer(
     reason = unsupported(x)
     if reason:
         raise NotImplementedError(reason)
+    if x.dtype in HALF_DTYPES:
+        return _in_float32(lstm_layer, x, h0, c0, p, noise, lengths, reverse, return_states)
     noise = noise or StepNoise()
     T, B, _ = x.shape
     if reverse:
@@ -498,6 +533,8 @@ def rnn_layer(
         raise NotImplementedError(reason)
     if p.nonlinearity not in ("tanh", "relu"):
         raise NotImplementedError(f"nonlinearity must be 'tanh' or 'relu'; got {p.nonlinearity!r}")
+    if x.dtype in HALF_DTYPES:
+        return _in_float32(rnn_layer, x, h0, p, lengths, reverse, return_states)
     T, B, _ = x.shape
     if reverse:
         index = reverse_index(lengths, T, B, x.device)
