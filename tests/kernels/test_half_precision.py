@@ -13,20 +13,14 @@ import cellstate
 from cellstate.kernels import dispatch
 from cellstate.kernels.cpu import ops as cpu
 from tests.differential import flatten, scaled_tolerance
+from tests.kernels.test_cpu_modules import LSTM_VARIANTS as CPU_MODULE_VARIANTS
 
 T, B, D, H = 6, 3, 4, 5
 HALF = [torch.bfloat16, torch.float16]
 LSTM_VARIANTS = {
     "plain": {},
     "stacked": {"num_layers": 2, "bidirectional": True, "proj_size": 3},
-    "everything": {
-        "peephole": True,
-        "layer_norm": True,
-        "forget_gate": False,
-        "zoneout": (0.2, 0.4),
-        "recurrent_dropout": 0.3,
-        "return_states": True,
-    },
+    "everything": CPU_MODULE_VARIANTS["everything"],
 }
 
 

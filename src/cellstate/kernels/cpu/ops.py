@@ -88,8 +88,8 @@ def _with_second_order(grads, inputs, grad_outputs, recompute):
     gradient becomes kernel + (ref - ref.detach()): exactly the kernel's value, carrying the
     reference's graph, so second-order gradients are those of the equations.
     """
-    wanted = [k for k, (g, t) in enumerate(zip(grads, inputs, strict=True)) if g is not None]
-    wanted = [k for k in wanted if inputs[k].requires_grad]
+    pairs = enumerate(zip(grads, inputs, strict=True))
+    wanted = [k for k, (grad, t) in pairs if grad is not None and t.requires_grad]
     if not torch.is_grad_enabled() or not wanted:
         return grads
     with torch.enable_grad():
