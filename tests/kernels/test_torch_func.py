@@ -97,3 +97,14 @@ def test_backend_cpu_under_a_transform_names_the_alternative():
     with pytest.raises(RuntimeError, match="backend='cpu' cannot run.*torch.func.*reference"):
         func.vmap(lambda x: module(x)[0])(x.unsqueeze(0))
     assert ops.unsupported(x) is None  # outside the transform the kernel runs
+
+
+def test_hessian_matches_double_backward_through_the_kernel(module):
+    """func.hessian (forward-over-reverse, on the reference) against
+    torch.autograd.functional.hessian (double backward through the kernel)."""
+    x = torch.randn(T, 1, D, dtype=F64)
+
+    def f(x):
+        return module(x)[0].pow(2).sum()
+
+    torch.testing.assert_close(func.hessian(f)(x), torch.autograd.functional.hessian(f, x), **TOL)
