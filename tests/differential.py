@@ -16,11 +16,20 @@ TOLERANCES = {
     torch.float64: {"rtol": 1e-9, "atol": 1e-12},
     torch.float32: {"rtol": 1e-5, "atol": 1e-6},
     torch.bfloat16: {"rtol": 3e-2, "atol": 3e-2},
+    torch.float16: {"rtol": 5e-3, "atol": 5e-3},
 }
 
 
 def tolerance(dtype: torch.dtype) -> dict[str, float]:
     return TOLERANCES[dtype]
+
+
+def scaled_tolerance(dtype: torch.dtype, expected: Tensor) -> dict[str, float]:
+    """tolerance(dtype) with atol relative to expected's largest magnitude: for sums of many
+    low-precision terms (weight gradients), whose rounding error grows with their size."""
+    tol = TOLERANCES[dtype]
+    scale = float(expected.detach().abs().max().clamp_min(1.0))
+    return {"rtol": tol["rtol"], "atol": tol["atol"] * scale}
 
 
 def _leaves(obj, leaves: list[Tensor]):

@@ -19,11 +19,11 @@ def test_cpu_is_a_backend_and_auto_uses_it():
 
 
 def test_auto_falls_back_silently_for_other_dtypes_and_cpu_raises():
-    x = torch.randn(2, 1, 1, dtype=torch.bfloat16)
+    x = torch.randn(2, 1, 1, dtype=torch.complex64)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert dispatch.select("auto", x) is reference
-    with pytest.raises(RuntimeError, match="float32 and float64"):
+    with pytest.raises(RuntimeError, match="float32, float64, bfloat16 and float16"):
         dispatch.select("cpu", x)
 
 

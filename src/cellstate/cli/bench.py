@@ -57,6 +57,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--skip-slow", action="store_true", help="no reference, no Python loop")
     parser.add_argument("--no-memory", action="store_true", help="skip the T=10000 memory check")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="of the input and of every model's weights",
+    )
     parser.add_argument("--out", help="write the results as JSON here")
 
 
@@ -99,7 +105,7 @@ def _sgemm_gflops(repeats: int = 5) -> float:
 def _step(model, x, training: bool):
     if training:
         output = model(x)[0]
-        output.sum().backward()
+        output.float().sum().backward()  # the sum in float32 whatever the dtype
     else:
         with torch.no_grad():
             model(x)
@@ -120,21 +126,21 @@ def _time_side_by_side(models: dict, x, training: bool, repeats: int, slow_repea
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def _models(shape, skip_slow: bool, **variant) -> dict:
-    """Same weights everywhere; with a variant, cellstate and its reference only."""
+def _models(shape, skip_slow: bool, dtype=torch.float32, **variant) -> dict:
+    """Same weights everywhere, in dtype; with a variant, cellstate and its reference only."""
     T, B, D, H = shape
     if variant:
         models = {"cellstate": cellstate.LSTM(D, H, **variant)}
         if not skip_slow:
             models["reference"] = cellstate.LSTM(D, H, backend="reference", **variant)
             models["reference"].load_state_dict(models["cellstate"].state_dict())
-        return models
-    torch_lstm = nn.LSTM(D, H)
-    models = {"torch.nn.LSTM": torch_lstm, "cellstate": cellstate.LSTM.from_torch(torch_lstm)}
-    if not skip_slow:
-        models["reference"] = cellstate.LSTM.from_torch(torch_lstm, backend="reference")
-        models["python loop"] = PythonLoopLSTM(torch_lstm)
-    return models
+    else:
+        torch_lstm = nn.LSTM(D, H)
+        models = {"torch.nn.LSTM": torch_lstm, "cellstate": cellstate.LSTM.from_torch(torch_lstm)}
+        if not skip_slow:
+            models["reference"] = cellstate.LSTM.from_torch(torch_lstm, backend="reference")
+            models["python loop"] = PythonLoopLSTM(torch_lstm)
+    return {name: model.to(dtype) for name, model in models.items()}
 
 
 def measure(args) -> dict:
@@ -142,20 +148,22 @@ def measure(args) -> dict:
         torch.set_num_threads(args.threads)
     shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else SHAPES
     variants = VARIANTS if args.variants is None else {v: VARIANTS[v] for v in args.variants}
+    dtype = getattr(torch, args.dtype)
     results = {"machine": machine(), "sgemm_gflops": _sgemm_gflops(), "rows": []}
+    results["dtype"] = args.dtype
     for shape in shapes:
-        x = torch.randn(shape[0], shape[1], shape[2])
+        x = torch.randn(shape[0], shape[1], shape[2], dtype=dtype)
         for training in (True, False):
-            models = _models(shape, args.skip_slow)
+            models = _models(shape, args.skip_slow, dtype)
             times = _time_side_by_side(models, x, training, args.repeats, args.slow_repeats)
             _add_rows(results, shape, "train" if training else "infer", times, "torch.nn.LSTM")
             print(_format_rows(results["rows"][-len(times) :]), flush=True)
     if variants:
-        x = torch.randn(*VARIANT_SHAPE[:3])
-        plain_model = {"cellstate": _models(VARIANT_SHAPE, skip_slow=True)["cellstate"]}
+        x = torch.randn(*VARIANT_SHAPE[:3], dtype=dtype)
+        plain_model = {"cellstate": _models(VARIANT_SHAPE, True, dtype)["cellstate"]}
         plain = _time_side_by_side(plain_model, x, True, args.repeats, 0)["cellstate"]
         for name, variant in variants.items():
-            vm = _models(VARIANT_SHAPE, args.skip_slow, **variant)
+            vm = _models(VARIANT_SHAPE, args.skip_slow, dtype, **variant)
             times = _time_side_by_side(vm, x, True, args.repeats, args.slow_repeats)
             times = {f"{k} {name}": v for k, v in times.items()}
             _add_rows(results, VARIANT_SHAPE, "train", times, None, plain=plain)

@@ -4,11 +4,13 @@ A backend is a module with ``lstm_layer`` and ``rnn_layer`` functions of the sig
 ``cellstate.kernels.reference``:
 
 * ``"reference"``: pure PyTorch, the spec; any device and dtype.
-* ``"cpu"``: the fused C++ kernel (``cellstate.kernels.cpu``) for CPU float32/float64 tensors,
-  compiled on first use. Raises RuntimeError naming the reason when it cannot run the call.
+* ``"cpu"``: the fused C++ kernel (``cellstate.kernels.cpu``) for CPU float32/float64 tensors
+  (bfloat16/float16 ones computed in float32), compiled on first use. Raises RuntimeError naming
+  the reason when it cannot run the call.
 * ``"auto"``: ``"cpu"`` where it can run, else the reference. Falling back because the kernel
-  cannot be built says so once, as a warning naming the reason; falling back for CUDA or
-  bfloat16/float16 input is silent, since the reference is the backend for those.
+  cannot be built says so once, as a warning naming the reason; falling back for CUDA input or
+  under a torch.func transform (grad, vjp, jacrev, vmap) is silent, since the reference is the
+  backend for those.
 
 Under ``torch.compile`` tracing nothing is built: the kernel is a custom op with a fake
 implementation, and it is built when the compiled code first runs.

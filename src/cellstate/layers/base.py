@@ -158,7 +158,7 @@ class RecurrentBase(nn.Module):
         if isinstance(input, PackedSequence):
             self._check_input(input.data, expected_dim=2)
             x, lengths = pad_packed_sequence(input)  # (T, B, D), caller's batch order
-            return x, lengths, Layout(input, False, True)
+            return self._autocast(x), lengths, Layout(input, False, True)
         if not isinstance(input, Tensor):
             raise TypeError(
                 f"{self._name}: input must be a Tensor or a PackedSequence, "
@@ -174,11 +174,21 @@ class RecurrentBase(nn.Module):
         self._check_input(x, expected_dim=3)
         if self.batch_first:
             x = x.transpose(0, 1)  # (T, B, D)
-        return x, None, Layout(None, self.batch_first, batched)
+        return self._autocast(x), None, Layout(None, self.batch_first, batched)
+
+    @staticmethod
+    def _autocast(t: Tensor | None) -> Tensor | None:
+        """t as torch.nn.LSTM runs it under autocast for t's device: floating tensors other than
+        float64 in the autocast dtype (inputs, states and weights alike); else t unchanged."""
+        if t is None or not torch.is_autocast_enabled(t.device.type):
+            return t
+        if not t.is_floating_point() or t.dtype == torch.float64:
+            return t
+        return t.to(torch.get_autocast_dtype(t.device.type))
 
     def _check_input(self, input: Tensor, expected_dim: int) -> None:
         weight = self.weight_ih_l0
-        if input.dtype != weight.dtype and not torch.is_autocast_enabled():
+        if input.dtype != weight.dtype and not torch.is_autocast_enabled(input.device.type):
             raise ValueError(
                 f"RNN input dtype ({input.dtype}) does not match weight dtype ({weight.dtype}). "
                 f"Convert input: input.to({weight.dtype}), or convert model: "
@@ -200,6 +210,7 @@ class RecurrentBase(nn.Module):
         expected = (self.num_layers * self.num_directions, B, size)
         if state is None:
             return x.new_zeros(expected)
+        state = self._autocast(state)
         if not layout.batched:
             state = state.unsqueeze(1)
         if tuple(state.shape) != expected:

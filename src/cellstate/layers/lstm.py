@@ -240,7 +240,7 @@ class LSTM(RecurrentBase):
         sfx = self._layer_suffix(layer, direction)
 
         def get(name: str) -> Tensor | None:
-            return getattr(self, name + sfx, None)
+            return self._autocast(getattr(self, name + sfx, None))
 
         return LSTMLayerParams(
             w_ih=get("weight_ih"),

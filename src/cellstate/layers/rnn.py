@@ -60,10 +60,10 @@ class RNN(RecurrentBase):
     def _layer_params(self, layer: int, direction: int) -> RNNLayerParams:
         sfx = self._layer_suffix(layer, direction)
         return RNNLayerParams(
-            w_ih=getattr(self, "weight_ih" + sfx),
-            w_hh=getattr(self, "weight_hh" + sfx),
-            b_ih=getattr(self, "bias_ih" + sfx, None),
-            b_hh=getattr(self, "bias_hh" + sfx, None),
+            w_ih=self._autocast(getattr(self, "weight_ih" + sfx)),
+            w_hh=self._autocast(getattr(self, "weight_hh" + sfx)),
+            b_ih=self._autocast(getattr(self, "bias_ih" + sfx, None)),
+            b_hh=self._autocast(getattr(self, "bias_hh" + sfx, None)),
             nonlinearity=self.nonlinearity,
         )
 

@@ -8,8 +8,13 @@ the hand-written BPTT. Both have fake implementations, so ``torch.compile(fullgr
 eager mode ``lstm_layer`` calls the same two kernels through an autograd.Function with the same
 backward, without the ops' per-call dispatch (see ``_EagerLSTMForward``).
 
+A backward run with create_graph=True is itself differentiable (``_with_second_order``);
+bfloat16 and float16 run in float32 between casts (``_in_float32``).
+
 Shapes: T time, B batch, D input, H hidden, P output (proj_size or H), G gate rows (4H or 3H).
 """
+
+import dataclasses
 
 import torch
 from torch import Tensor
@@ -20,16 +25,49 @@ from cellstate.kernels.params import LSTMLayerParams, RNNLayerParams, StepNoise
 from cellstate.kernels.reference import reverse_index
 
 DTYPES = (torch.float32, torch.float64)
+HALF_DTYPES = (torch.bfloat16, torch.float16)  # stored in half precision, computed in float32
 LN_STATS = 5  # per row: mean and rstd of W_ih x, rstd of W_hh h, mean and rstd of c
 
 
 def unsupported(x: Tensor) -> str | None:
-    """Why this backend cannot run on x (device or dtype), or None."""
+    """Why this backend cannot run on x (device, dtype, a torch.func transform), or None."""
+    # torch.func's grad, vjp, jacrev and vmap wrap tensors (in x or in the parameters) in ways
+    # the C++ kernel cannot read; the reference is plain torch ops, which they all transform.
+    # torch.autograd.Function.apply asks the same question the same way.
+    if torch._C._are_functorch_transforms_active():
+        return "torch.func transforms (grad, vjp, jacrev, vmap) run the reference backend"
     if x.device.type != "cpu":
         return f"the cpu kernel runs CPU tensors only; got a {x.device.type} tensor"
-    if x.dtype not in DTYPES:
-        return f"the cpu kernel runs float32 and float64 only; got {x.dtype}"
+    if x.dtype not in DTYPES + HALF_DTYPES:
+        return (
+            "the cpu kernel runs float32, float64, bfloat16 and float16 (the last two computed "
+            f"in float32); got {x.dtype}"
+        )
     return None
+
+
+def _converted(obj, source: tuple[torch.dtype, ...], dtype: torch.dtype):
+    """obj with every tensor of a dtype in source cast to dtype (through tuples, dicts and the
+    parameter dataclasses); the casts are differentiable."""
+    if isinstance(obj, Tensor):
+        return obj.to(dtype) if obj.dtype in source else obj
+    if isinstance(obj, tuple):
+        return tuple(_converted(o, source, dtype) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _converted(v, source, dtype) for k, v in obj.items()}
+    if dataclasses.is_dataclass(obj):
+        fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+        tensors = {k: v for k, v in fields.items() if isinstance(v, Tensor)}
+        return dataclasses.replace(obj, **_converted(tensors, source, dtype))
+    return obj
+
+
+def _in_float32(layer, x: Tensor, *args, **kwargs):
+    """layer run on float32 copies of x and of the half-precision tensors in args (parameters,
+    noise), its results cast back to x's dtype: half-precision storage, float32 arithmetic and
+    states throughout the sequence. Gradients come back through the casts in each dtype."""
+    results = layer(x.float(), *_converted(args, HALF_DTYPES, torch.float32), **kwargs)
+    return _converted(results, (torch.float32,), x.dtype)
 
 
 def _time_gather(x: Tensor, index: Tensor) -> Tensor:
@@ -39,6 +77,38 @@ def _time_gather(x: Tensor, index: Tensor) -> Tensor:
 
 def _none_if_empty(t: Tensor, present: bool) -> Tensor | None:
     return t if present else None
+
+
+def _with_second_order(grads, inputs, grad_outputs, recompute):
+    """The kernel's gradients of inputs, made differentiable under create_graph=True.
+
+    The hand-written backward is not itself differentiable. When backward runs with grad mode
+    on (create_graph), the reference forward is recomputed from the saved inputs (recompute()
+    returns the outputs that grad_outputs belong to) and differentiated with create_graph; each
+    gradient becomes kernel + (ref - ref.detach()): exactly the kernel's value, carrying the
+    reference's graph, so second-order gradients are those of the equations.
+    """
+    pairs = enumerate(zip(grads, inputs, strict=True))
+    wanted = [k for k, (grad, t) in pairs if grad is not None and t.requires_grad]
+    if not torch.is_grad_enabled() or not wanted:
+        return grads
+    with torch.enable_grad():
+        pairs = [
+            (out, grad)
+            for out, grad in zip(recompute(), grad_outputs, strict=True)
+            if grad is not None and out.requires_grad
+        ]
+        exact = torch.autograd.grad(
+            [out for out, _ in pairs],
+            [inputs[k] for k in wanted],
+            [grad for _, grad in pairs],
+            create_graph=True,
+            materialize_grads=True,
+        )
+    grads = list(grads)
+    for k, ref in zip(wanted, exact, strict=True):
+        grads[k] = grads[k].detach() + (ref - ref.detach())
+    return tuple(grads)
 
 
 # ---- LSTM --------------------------------------------------------------------------------
@@ -186,7 +256,7 @@ def _lstm_backward_fake(
 
 
 _LSTM_SAVED = (
-    "x h0 c0 output gates cells c_states ln_hw ln_stats w_ih w_hh w_hr w_ci w_cf w_co "
+    "x h0 c0 output gates cells c_states ln_hw ln_stats w_ih w_hh b_ih b_hh w_hr w_ci w_cf w_co "
     "ln_ih ln_hh ln_c_weight ln_c_bias zoneout_h zoneout_c recurrent_mask lengths"
 ).split()
 
@@ -233,7 +303,7 @@ def _lstm_backward(ctx, d_output, d_h_n, d_c_n, d_records, *_, kernel=lstm_backw
     def present(name: str, grad: Tensor) -> Tensor | None:
         return grad if s[name] is not None else None
 
-    return (
+    grads = (
         dx if need_dx else None,
         dh0,
         dc0,
@@ -249,14 +319,27 @@ def _lstm_backward(ctx, d_output, d_h_n, d_c_n, d_records, *_, kernel=lstm_backw
         present("ln_hh", dln_hh),
         present("ln_c_weight", dln_cw),
         present("ln_c_bias", dln_cb),
-        None,  # zoneout and dropout masks, lengths: not differentiable
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
     )
+    grads = _with_second_order(
+        grads,
+        [s[name] for name in _LSTM_INPUTS[: len(grads)]],
+        (d_output, d_h_n, d_c_n, d_records),
+        lambda: _lstm_reference(s, ctx.forget_gate, d_records is not None),
+    )
+    return (*grads, *[None] * (len(_LSTM_INPUTS) - len(grads)))  # masks, lengths, flags
+
+
+def _lstm_reference(s: dict, forget_gate: bool, records: bool) -> tuple[Tensor | None, ...]:
+    """The reference forward of the saved inputs: output, h_n, c_n and (with records) the
+    records (5, T, B, H), as lstm_forward returns them."""
+    fields = "w_ih w_hh b_ih b_hh w_hr w_ci w_cf w_co ln_ih ln_hh ln_c_weight ln_c_bias".split()
+    p = LSTMLayerParams(**{k: s[k] for k in fields}, forget_gate=forget_gate)
+    noise = StepNoise(s["zoneout_h"], s["zoneout_c"], s["recurrent_mask"])
+    output, h_n, c_n, states = reference.lstm_layer(
+        s["x"], s["h0"], s["c0"], p, noise, s["lengths"], return_states=records
+    )
+    stacked = torch.stack([states[k] for k in "cifgo"]) if records else None
+    return output, h_n, c_n, stacked
 
 
 lstm_forward.register_autograd(_lstm_backward, setup_context=_lstm_setup_context)
@@ -309,6 +392,8 @@ def lstm_layer(
         raise NotImplementedError(reason)
     if x.shape[1] == 0:  # an empty batch: nothing to fuse; the reference gives torch's shapes
         return reference.lstm_layer(x, h0, c0, p, noise, lengths, reverse, return_states)
+    if x.dtype in HALF_DTYPES:
+        return _in_float32(lstm_layer, x, h0, c0, p, noise, lengths, reverse, return_states)
     noise = noise or StepNoise()
     T, B, _ = x.shape
     if reverse:
@@ -401,30 +486,36 @@ def _rnn_backward_fake(
 
 def _rnn_setup_context(ctx, inputs, output):
     x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu = inputs
-    ctx.save_for_backward(x, h0, output[0], w_ih, w_hh, lengths)
+    ctx.save_for_backward(x, h0, output[0], w_ih, w_hh, b_ih, b_hh, lengths)
     ctx.set_materialize_grads(False)
     ctx.biases = (b_ih is not None, b_hh is not None)
     ctx.relu = relu
 
 
 def _rnn_backward(ctx, d_output, d_h_n):
-    x, h0, output, w_ih, w_hh, lengths = ctx.saved_tensors
+    x, h0, output, w_ih, w_hh, b_ih, b_hh, lengths = ctx.saved_tensors
     need_dx = ctx.needs_input_grad[0]
     has_b_ih, has_b_hh = ctx.biases
     dx, dh0, dw_ih, dw_hh, db = rnn_backward(
         d_output, d_h_n, x, h0, output, w_ih, w_hh, lengths, ctx.relu, has_b_ih or has_b_hh,
         need_dx,
     )  # fmt: skip
-    return (
+    grads = (
         dx if need_dx else None,
         dh0,
         dw_ih,
         dw_hh,
         db if has_b_ih else None,
         (db.clone() if has_b_ih else db) if has_b_hh else None,
-        None,
-        None,
     )
+    p = RNNLayerParams(w_ih, w_hh, b_ih, b_hh, "relu" if ctx.relu else "tanh")
+    grads = _with_second_order(
+        grads,
+        [x, h0, w_ih, w_hh, b_ih, b_hh],
+        (d_output, d_h_n),
+        lambda: reference.rnn_layer(x, h0, p, lengths)[:2],
+    )
+    return (*grads, None, None)  # lengths, relu
 
 
 rnn_forward.register_autograd(_rnn_backward, setup_context=_rnn_setup_context)
@@ -446,6 +537,8 @@ def rnn_layer(
         return reference.rnn_layer(x, h0, p, lengths, reverse, return_states)
     if p.nonlinearity not in ("tanh", "relu"):
         raise NotImplementedError(f"nonlinearity must be 'tanh' or 'relu'; got {p.nonlinearity!r}")
+    if x.dtype in HALF_DTYPES:
+        return _in_float32(rnn_layer, x, h0, p, lengths, reverse, return_states)
     T, B, _ = x.shape
     if reverse:
         index = reverse_index(lengths, T, B, x.device)
