@@ -138,6 +138,14 @@ class RecurrentBase(nn.Module):
     def flatten_parameters(self) -> None:
         """A no-op, kept so that code written for torch.nn.LSTM runs unchanged."""
 
+    def __prepare_scriptable__(self):
+        """torch.jit.script calls this before compiling (also on submodules): say what works."""
+        raise NotImplementedError(
+            f"torch.jit.script cannot compile cellstate.{self._name} (its forward chooses a "
+            "backend in Python); use torch.jit.trace (records the kernel's ops: any length and "
+            "batch size), torch.export.export or torch.compile"
+        )
+
     def reset_parameters(self) -> None:
         """torch.nn.LSTM's initialisation: every standard parameter ~ U(-1/sqrt(H), 1/sqrt(H)).
 
