@@ -14,7 +14,6 @@ Shapes: T time, B batch, D input, H hidden, P output (proj_size or H), G gate ro
 import torch
 from torch import Tensor
 
-from cellstate.kernels import capture
 from cellstate.kernels.cpu import build
 from cellstate.kernels.params import LSTMLayerParams, RNNLayerParams, StepNoise
 from cellstate.kernels.reference import reverse_index
@@ -317,9 +316,7 @@ def lstm_layer(
     params = (p.w_ih, p.w_hh, p.b_ih, p.b_hh, p.w_hr, p.w_ci, p.w_cf, p.w_co)
     params += (p.ln_ih, p.ln_hh, p.ln_c_weight, p.ln_c_bias)
     save = _needs_grad(x, h0, c0, *params)
-    if capture.onnx_exporting():
-        save = False  # an ONNX model never trains: nothing saved to translate
-    elif torch.jit.is_tracing():
+    if torch.jit.is_tracing():
         # A traced graph is replayed with grad on and off (and jit.trace's check reruns it
         # under no_grad): it always saves what backward needs.
         save = True
