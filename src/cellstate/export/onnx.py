@@ -53,14 +53,9 @@ def _empty(like: Value) -> Value:
     return op.Constant(value=ir.tensor(np.zeros(0, dtype=dtype)))
 
 
-def _gate_blocks(t: Value, count: int) -> list[Value]:
-    """t (count*H, ...) -> its count gate blocks (H, ...)."""
-    return list(op.Split(t, axis=0, num_outputs=count))
-
-
 def _onnx_gate_order(t: Value) -> Value:
-    """Rows i, f, g, o (torch) -> i, o, f, c (ONNX)."""
-    i, f, g, o = _gate_blocks(t, 4)
+    """Rows i, f, g, o (torch) -> i, o, f, c (ONNX); t (4H, ...)."""
+    i, f, g, o = op.Split(t, axis=0, num_outputs=4)
     return op.Concat(i, o, f, g, axis=0)
 
 
@@ -117,7 +112,9 @@ def _scan(
         scan_inputs.append(op.Unsqueeze(valid, [2]))  # (T, B, 1)
         running = step.input("running", ir.DataType.BOOL)
         zero = op.Constant(value=ir.tensor(np.zeros((), dtype=x.dtype.numpy())))
-        new_states = [step("Where", running, n, s) for n, s in zip(new_states, state_in)]
+        new_states = [
+            step("Where", running, n, s) for n, s in zip(new_states, state_in, strict=True)
+        ]
         out = step("Where", running, out, zero)
     body = step.graph([*new_states, out])
     scan = ir.Node(
