@@ -138,6 +138,31 @@ class RecurrentBase(nn.Module):
     def flatten_parameters(self) -> None:
         """A no-op, kept so that code written for torch.nn.LSTM runs unchanged."""
 
+    @property
+    def qconfig(self):
+        """Eager-mode quantization's per-module setting (torch.ao.quantization sets it)."""
+        if "_qconfig" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute 'qconfig'")
+        return self.__dict__["_qconfig"]
+
+    @qconfig.setter
+    def qconfig(self, value) -> None:
+        # quantize_dynamic and prepare set it on every module; only torch's own layers are
+        # swapped for quantized ones, so say that this one stays in float.
+        warnings.warn(
+            f"cellstate.{self._name} is left in float by torch.ao.quantization (quantize_dynamic "
+            "/ prepare): it has no int8 version. The rest of the model is quantized as asked; "
+            f"to quantize the recurrent layer use torch.nn.{self._name} (to_torch() where "
+            "available)",
+            UserWarning,
+            stacklevel=2,
+        )
+        self.__dict__["_qconfig"] = value
+
+    @qconfig.deleter
+    def qconfig(self) -> None:
+        self.__dict__.pop("_qconfig", None)
+
     def __prepare_scriptable__(self):
         """torch.jit.script calls this before compiling (also on submodules): say what works."""
         raise NotImplementedError(
