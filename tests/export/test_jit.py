@@ -88,3 +88,9 @@ def test_jit_script_raises_an_error_naming_the_alternatives(cls):
     for target in (cls(D, H), Model()):
         with pytest.raises(NotImplementedError, match="torch.jit.script.*torch.jit.trace"):
             torch.jit.script(target)
+
+
+def test_tracing_input_the_kernel_cannot_take_raises_naming_the_alternatives():
+    module = cellstate.LSTM(D, H, device="meta")
+    with pytest.raises(NotImplementedError, match="torch.jit.trace.*torch.export.export"):
+        torch.jit.trace(module, (torch.randn(4, 2, D, device="meta"),))
