@@ -21,8 +21,3 @@ def legacy_onnx_exporting() -> bool:
     """Inside ``torch.onnx.export(..., dynamo=False)``: the TorchScript exporter traces with
     torch.jit.trace; the default exporter captures with torch.export."""
     return onnx_exporting() and torch.jit.is_tracing()
-
-
-def jit_tracing() -> bool:
-    """Inside ``torch.jit.trace`` (and not an ONNX export)."""
-    return torch.jit.is_tracing() and not onnx_exporting()

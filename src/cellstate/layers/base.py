@@ -149,11 +149,13 @@ class RecurrentBase(nn.Module):
     def qconfig(self, value) -> None:
         # quantize_dynamic and prepare set it on every module; only torch's own layers are
         # swapped for quantized ones, so say that this one stays in float.
+        alternative = (
+            " (torch.nn.LSTM has one: see LSTM.to_torch())" if self._name == "LSTM" else ""
+        )
         warnings.warn(
             f"cellstate.{self._name} is left in float by torch.ao.quantization (quantize_dynamic "
-            "/ prepare): it has no int8 version. The rest of the model is quantized as asked; "
-            f"to quantize the recurrent layer use torch.nn.{self._name} (to_torch() where "
-            "available)",
+            f"/ prepare): it has no int8 version{alternative}. The rest of the model is "
+            "quantized as asked",
             UserWarning,
             stacklevel=2,
         )
