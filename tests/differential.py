@@ -20,6 +20,11 @@ TOLERANCES = {
 }
 
 
+# onnxruntime's LSTM and RNN kernels use fast sigmoid/tanh approximations: float32 results agree
+# with PyTorch to 1e-5 absolute (the ONNX export's promise), not to TOLERANCES' 1e-6.
+ONNX_RUNTIME_FLOAT32 = {"rtol": 1e-5, "atol": 1e-5}
+
+
 def tolerance(dtype: torch.dtype) -> dict[str, float]:
     return TOLERANCES[dtype]
 

@@ -8,7 +8,8 @@ forget-bias and chrono init, zoneout, recurrent dropout, every step's states).
 from cellstate.layers.lstm import LSTM
 from cellstate.layers.rnn import RNN
 from cellstate.layers.states import RecurrentStates
+from cellstate.serialization import safe_globals
 
 __version__ = "0.1.0"
 
-__all__ = ["LSTM", "RNN", "RecurrentStates", "__version__"]
+__all__ = ["LSTM", "RNN", "RecurrentStates", "safe_globals", "__version__"]

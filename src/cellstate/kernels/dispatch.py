@@ -14,6 +14,11 @@ A backend is a module with ``lstm_layer`` and ``rnn_layer`` functions of the sig
 
 Under ``torch.compile`` tracing nothing is built: the kernel is a custom op with a fake
 implementation, and it is built when the compiled code first runs.
+
+Under ``torch.jit.trace`` and ``torch.onnx.export`` every backend name gives ``"cpu"``: those
+captures record the kernel's custom ops (the ONNX exporter translates them with
+``cellstate.export.onnx``), where the reference's Python loop would be unrolled into a graph
+frozen at the example's sequence length. The legacy ONNX exporter raises, naming the default one.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from cellstate.kernels import reference
+from cellstate.kernels import capture, reference
 from cellstate.kernels.cpu import build
 from cellstate.kernels.cpu import ops as cpu
 
@@ -43,6 +48,8 @@ def check_backend(name: object) -> str:
 def select(backend: str, x: Tensor) -> ModuleType:
     """The backend module that runs a layer on input ``x`` under the requested ``backend``."""
     check_backend(backend)
+    if torch.jit.is_tracing() or capture.onnx_exporting():
+        return _for_capture(x)
     if backend == "reference":
         return reference
     reason = cpu.unsupported(x)
@@ -60,6 +67,30 @@ def resolve(backend: str, device: torch.device | str, dtype: torch.dtype) -> str
     dtype; builds or loads the CPU kernel where it may run, as the first call would."""
     module = select(backend, torch.empty(0, device=device, dtype=dtype))
     return "cpu" if module is cpu else "reference"
+
+
+LEGACY_ONNX_ERROR = (
+    "torch.onnx.export(..., dynamo=False) cannot export cellstate layers (its TorchScript "
+    "tracer has no translation for cellstate's kernel ops); use the default exporter: "
+    "torch.onnx.export(model, args, dynamo=True, "
+    "custom_translation_table=cellstate.export.onnx.translation_table()) "
+    "(see docs/compatibility.md)"
+)
+
+
+def _for_capture(x: Tensor) -> ModuleType:
+    """The CPU kernel's ops, which torch.jit.trace and the ONNX exporter record."""
+    if capture.legacy_onnx_exporting():
+        raise NotImplementedError(LEGACY_ONNX_ERROR)
+    path = "torch.onnx.export" if capture.onnx_exporting() else "torch.jit.trace"
+    reason = cpu.unsupported(x)
+    if reason is not None:
+        raise NotImplementedError(
+            f"{path} of a cellstate layer records the CPU kernel's ops, which cannot take this "
+            f"input: {reason}. Capture with a CPU float32/float64 example, or use "
+            "torch.export.export / torch.compile"
+        )
+    return cpu
 
 
 def _cpu_build_failure(warn: bool) -> str | None:

@@ -49,7 +49,8 @@ def hashed_mask(seed: int | Tensor, shape: tuple[int, ...], p: float, like: Tens
 def bernoulli_mask(shape: tuple[int, ...], p: float, like: Tensor) -> Tensor:
     """A 0/1 mask of ``shape``, 1 with probability p, on ``like``'s device and dtype."""
     seed_tensor = torch.randint(0, 2**SEED_BITS, ())
-    if torch.compiler.is_compiling():  # traced: the seed stays a tensor, no call into C++
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        # traced: the seed stays a tensor (a fresh draw per call), no call into C++
         return hashed_mask(seed_tensor, shape, p, like)
     seed = int(seed_tensor)
     if like.device.type == "cpu" and like.dtype in (torch.float32, torch.float64):

@@ -138,6 +138,41 @@ class RecurrentBase(nn.Module):
     def flatten_parameters(self) -> None:
         """A no-op, kept so that code written for torch.nn.LSTM runs unchanged."""
 
+    @property
+    def qconfig(self):
+        """Eager-mode quantization's per-module setting (torch.ao.quantization sets it)."""
+        if "_qconfig" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute 'qconfig'")
+        return self.__dict__["_qconfig"]
+
+    @qconfig.setter
+    def qconfig(self, value) -> None:
+        # quantize_dynamic and prepare set it on every module; only torch's own layers are
+        # swapped for quantized ones, so say that this one stays in float.
+        alternative = (
+            " (torch.nn.LSTM has one: see LSTM.to_torch())" if self._name == "LSTM" else ""
+        )
+        warnings.warn(
+            f"cellstate.{self._name} is left in float by torch.ao.quantization (quantize_dynamic "
+            f"/ prepare): it has no int8 version{alternative}. The rest of the model is "
+            "quantized as asked",
+            UserWarning,
+            stacklevel=2,
+        )
+        self.__dict__["_qconfig"] = value
+
+    @qconfig.deleter
+    def qconfig(self) -> None:
+        self.__dict__.pop("_qconfig", None)
+
+    def __prepare_scriptable__(self):
+        """torch.jit.script calls this before compiling (also on submodules): say what works."""
+        raise NotImplementedError(
+            f"torch.jit.script cannot compile cellstate.{self._name} (its forward chooses a "
+            "backend in Python); use torch.jit.trace (records the kernel's ops: any length and "
+            "batch size), torch.export.export or torch.compile"
+        )
+
     def reset_parameters(self) -> None:
         """torch.nn.LSTM's initialisation: every standard parameter ~ U(-1/sqrt(H), 1/sqrt(H)).
 

@@ -404,7 +404,11 @@ def lstm_layer(
     params = (p.w_ih, p.w_hh, p.b_ih, p.b_hh, p.w_hr, p.w_ci, p.w_cf, p.w_co)
     params += (p.ln_ih, p.ln_hh, p.ln_c_weight, p.ln_c_bias)
     save = _needs_grad(x, h0, c0, *params)
-    if torch.compiler.is_compiling():
+    if torch.jit.is_tracing():
+        # A traced graph is replayed with grad on and off (and jit.trace's check reruns it
+        # under no_grad): it always saves what backward needs.
+        save = True
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
         run = lstm_forward
     else:
         run = _EagerLSTMForward.apply if save else _raw_lstm_forward

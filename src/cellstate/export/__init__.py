@@ -1,0 +1,1 @@
+"""Exporting cellstate layers: ``cellstate.export.onnx`` (translations for torch.onnx.export)."""
