@@ -1,0 +1,1 @@
+"""The Triton GPU backend (see ``backend`` for its API). Docstring completed below."""
