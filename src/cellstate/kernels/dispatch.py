@@ -6,9 +6,13 @@ A backend is a module with ``lstm_layer`` and ``rnn_layer`` functions of the sig
 * ``"reference"``: pure PyTorch, the spec; any device and dtype.
 * ``"cpu"``: the fused C++ kernel (``cellstate.kernels.cpu``) for CPU float32/float64 tensors,
   compiled on first use. Raises RuntimeError naming the reason when it cannot run the call.
-* ``"auto"``: ``"cpu"`` where it can run, else the reference. Falling back because the kernel
-  cannot be built says so once, as a warning naming the reason; falling back for CUDA or
-  bfloat16/float16 input is silent, since the reference is the backend for those.
+* ``"triton"``: the Triton kernels (``cellstate.kernels.triton``) for CUDA float32, float16 and
+  bfloat16 tensors; with ``TRITON_INTERPRET=1`` CPU tensors (any float dtype) through Triton's
+  interpreter, for tests. Raises RuntimeError naming the reason when it cannot run the call.
+* ``"auto"``: ``"triton"`` for CUDA tensors it can run (float64 stays on the reference),
+  ``"cpu"`` for CPU tensors where it can run, else the reference. Falling back because the kernel
+  cannot be built says so once, as a warning naming the reason; falling back for bfloat16/float16
+  CPU input or float64 CUDA input is silent, since the reference is the backend for those.
 
 Under ``torch.compile`` tracing nothing is built: the kernel is a custom op with a fake
 implementation, and it is built when the compiled code first runs.
@@ -25,8 +29,10 @@ from torch import Tensor
 from cellstate.kernels import reference
 from cellstate.kernels.cpu import build
 from cellstate.kernels.cpu import ops as cpu
+from cellstate.kernels.triton import backend as triton_backend
+from cellstate.kernels.triton import runtime as triton_runtime
 
-BACKENDS = ("auto", "reference", "cpu")
+BACKENDS = ("auto", "reference", "cpu", "triton")
 
 _warned = False
 
@@ -43,6 +49,8 @@ def select(backend: str, x: Tensor) -> ModuleType:
     check_backend(backend)
     if backend == "reference":
         return reference
+    if backend == "triton" or (backend == "auto" and x.device.type == "cuda"):
+        return _triton(backend, x)
     reason = cpu.unsupported(x)
     if reason is None:
         reason = _cpu_build_failure(warn=backend == "auto")
@@ -50,6 +58,17 @@ def select(backend: str, x: Tensor) -> ModuleType:
         return cpu
     if backend == "cpu":
         raise RuntimeError(f"backend='cpu' cannot run this call: {reason}")
+    return reference
+
+
+def _triton(backend: str, x: Tensor) -> ModuleType:
+    """The Triton backend, or for "auto" the reference where it cannot run (float64, no
+    triton); RuntimeError for "triton"."""
+    reason = triton_runtime.unsupported(x)
+    if reason is None:
+        return triton_backend
+    if backend == "triton":
+        raise RuntimeError(f"backend='triton' cannot run this call: {reason}")
     return reference
 
 
@@ -81,4 +100,5 @@ def backend_status() -> dict[str, str]:
     return {
         "reference": "available (pure PyTorch, any device)",
         "cpu": build.status(),
+        "triton": triton_runtime.status(),
     }

@@ -71,7 +71,14 @@ def _forward(*args):
     a = dict(zip(INPUT_NAMES, args, strict=True))
     o = allocate_outputs(a)
     k = launch.kernels("lstm_kernels")
-    xa, h0, c0, w_hh, w_hr, rm = a["xa"], a["h0"], a["c0"], a["w_hh"], a["w_hr"], a["recurrent_mask"]
+    xa, h0, c0, w_hh, w_hr, rm = (
+        a["xa"],
+        a["h0"],
+        a["c0"],
+        a["w_hh"],
+        a["w_hr"],
+        a["recurrent_mask"],
+    )
     T, B, G = xa.shape
     H, P = c0.shape[-1], h0.shape[-1]
     flags = _flags(a)
@@ -116,7 +123,9 @@ def _backward(*args):
     s = dict(zip(BACKWARD_NAMES, args, strict=True))
     g = allocate_grads(s)
     k = launch.kernels("lstm_kernels")
-    gates, c_all, cell, hin, w_hh, w_hr = (s[n] for n in ("gates", "c_all", "cell", "hin", "w_hh", "w_hr"))
+    gates, c_all, cell, hin, w_hh, w_hr = (
+        s[n] for n in ("gates", "c_all", "cell", "hin", "w_hh", "w_hr")
+    )
     rm = s["recurrent_mask"]
     T, B, G = gates.shape
     H, P = cell.shape[-1], hin.shape[-1]
@@ -140,7 +149,9 @@ def _backward(*args):
         HAS_DOUT=d_output is not None,
         HAS_DH_ALL=d_h_all is not None,
     )
-    opt = {n: _or(s[n], gates) for n in ("w_ci", "w_cf", "w_co", "ln_hh", "ln_c_weight", "ln_c_bias")}
+    opt = {
+        n: _or(s[n], gates) for n in ("w_ci", "w_cf", "w_co", "ln_hh", "ln_c_weight", "ln_c_bias")
+    }
     for t in reversed(range(T)):
         has_gemm = t + 1 < T
         if w_hr is not None:

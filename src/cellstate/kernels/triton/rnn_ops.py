@@ -39,7 +39,11 @@ def rnn_forward(
 def _rnn_forward_fake(xa, h0, w_hh, lengths, relu):
     T, B, H = xa.shape
     low = w_hh.dtype
-    return xa.new_empty(T, B, H, dtype=low), xa.new_empty(T + 1, B, H), xa.new_empty(T, B, H, dtype=low)
+    return (
+        xa.new_empty(T, B, H, dtype=low),
+        xa.new_empty(T + 1, B, H),
+        xa.new_empty(T, B, H, dtype=low),
+    )
 
 
 @torch.library.custom_op("cellstate::triton_rnn_backward", mutates_args=())

@@ -18,18 +18,21 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def triton_missing() -> str | None:
-    """Why triton cannot be imported, or None."""
+def _triton_missing() -> str | None:
     if importlib.util.find_spec("triton") is None:
-        return "triton is not installed (it ships with the CUDA builds of PyTorch; pip install triton)"
+        return (
+            "triton is not installed (it ships with the CUDA builds of PyTorch; pip install triton)"
+        )
     return None
+
+
+TRITON_MISSING = _triton_missing()  # why triton cannot be imported, or None
 
 
 def unsupported(x: Tensor) -> str | None:
     """Why the Triton backend cannot run on x (triton, device, dtype), or None."""
-    missing = triton_missing()
-    if missing:
-        return missing
+    if TRITON_MISSING:
+        return TRITON_MISSING
     if x.device.type == "cpu":
         if not interpreting():
             return (
@@ -49,7 +52,10 @@ def unsupported(x: Tensor) -> str | None:
     if interpreting():
         return "TRITON_INTERPRET=1 is set: the triton backend runs CPU tensors only"
     if x.dtype == torch.float64:
-        return "float64 on CUDA runs on the reference backend (the triton kernels are tuned for 32- and 16-bit)"
+        return (
+            "float64 on CUDA runs on the reference backend (the triton kernels are written for "
+            "float32 and 16-bit tensors)"
+        )
     if x.dtype not in GPU_DTYPES:
         return f"the triton backend runs float32, float16 and bfloat16; got {x.dtype}"
     return None
@@ -57,9 +63,8 @@ def unsupported(x: Tensor) -> str | None:
 
 def status() -> str:
     """One line for ``cellstate info``: what runs on the GPU, and why not."""
-    missing = triton_missing()
-    if missing:
-        return f"unavailable: {missing}; CUDA tensors run on the reference backend"
+    if TRITON_MISSING:
+        return f"unavailable: {TRITON_MISSING}; CUDA tensors run on the reference backend"
     if interpreting():
         return "interpreter (TRITON_INTERPRET=1): CPU tensors through Triton's interpreter, slowly"
     if not torch.cuda.is_available():
