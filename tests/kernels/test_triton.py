@@ -5,7 +5,10 @@ gradcheck of the driver, bit-identical gradients run to run, the custom ops' reg
 (opcheck, torch.compile, torch.export) and the backend choice. Shapes are tiny: the interpreter
 runs each kernel launch in numpy (a few ms each)."""
 
+import json
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
@@ -31,6 +34,10 @@ from tests.kernels.test_cpu_modules import (  # noqa: E402
 )
 
 T, B, D, H = 6, 3, 4, 5
+GPU_VARIANTS = (
+    "peephole", "layer_norm", "no_forget_gate", "proj", "zoneout", "recurrent_dropout",
+    "return_states",
+)  # fmt: skip
 
 
 def _inputs(form: str, dtype, batch_first: bool, state_sizes: list[int], layers: int = 1):
@@ -263,3 +270,18 @@ def test_dispatch_chooses_and_explains(monkeypatch):
     with pytest.raises(RuntimeError, match="backend='triton'.*TRITON_INTERPRET=1"):
         dispatch.select("triton", x)
     assert "interpreter" in dispatch.backend_status()["triton"] or True
+
+
+def test_gpu_benchmark_smoke_run(tmp_path):
+    """benchmarks/gpu.py --smoke (tiny, on CPU through the interpreter) measures every row and
+    states every target, so the one GPU session gets a script that runs."""
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "PYTHONPATH": "src", "TRITON_INTERPRET": "1"}
+    command = [sys.executable, "benchmarks/gpu.py", "--smoke", "--out", str(out)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    variants = {row["variant"] for row in data["rows"]}
+    assert variants == {"plain", "packed", "vs reference", *GPU_VARIANTS}
+    assert all(row["ms"] > 0 for row in data["rows"])
+    assert sum(line.startswith(("met", "MISSED")) for line in data["verdicts"]) == 2 + 7 + 1
