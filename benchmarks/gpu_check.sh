@@ -25,7 +25,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $DIR/NAME.txt
 { nvidia-smi; uptime; } >"$DIR/machine.txt" 2>&1
 step info 60 "$PY" -m cellstate.cli.main info
 step tests 150 "$PY" -m pytest -q -x -p no:cacheprovider tests/kernels/test_triton_cuda.py
-step benchmark 270 "$PY" benchmarks/gpu.py --repeats 5 --out "$DIR/gpu.json"
+step benchmark 270 "$PY" -m cellstate.cli.main bench --device cuda --repeats 5 --out "$DIR/gpu.json"
 # The adding task at T=1000 with the same budget: training seconds (result.json) on the GPU
 # and on 2 CPU cores; the CPU kernel is built first so that its compile is not counted.
 step build_cpu_kernel 240 "$PY" -c "from cellstate.kernels.cpu import build; build.load()"

@@ -7,8 +7,6 @@ runs each kernel launch in numpy (a few ms each)."""
 
 import json
 import os
-import subprocess
-import sys
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
@@ -22,6 +20,7 @@ if os.environ["TRITON_INTERPRET"] != "1":
 from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
 
 import cellstate  # noqa: E402
+from cellstate.cli.main import main  # noqa: E402
 from cellstate.kernels import dispatch, reference  # noqa: E402
 from cellstate.kernels.params import LSTMLayerParams, StepNoise  # noqa: E402
 from cellstate.kernels.triton import backend as triton_backend  # noqa: E402
@@ -272,16 +271,15 @@ def test_dispatch_chooses_and_explains(monkeypatch):
     assert "interpreter" in dispatch.backend_status()["triton"] or True
 
 
-def test_gpu_benchmark_smoke_run(tmp_path):
-    """benchmarks/gpu.py --smoke (tiny, on CPU through the interpreter) measures every row and
-    states every target, so the one GPU session gets a script that runs."""
+def test_gpu_benchmark_smoke_run(tmp_path, capsys):
+    """cellstate bench --smoke (the GPU benchmark, tiny, on CPU through the interpreter)
+    measures every row and states every target, so the one GPU session gets a script that
+    runs."""
     out = tmp_path / "gpu.json"
-    env = {**os.environ, "PYTHONPATH": "src", "TRITON_INTERPRET": "1"}
-    command = [sys.executable, "benchmarks/gpu.py", "--smoke", "--out", str(out)]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert main(["bench", "--smoke", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     variants = {row["variant"] for row in data["rows"]}
     assert variants == {"plain", "packed", "vs reference", *GPU_VARIANTS}
     assert all(row["ms"] > 0 for row in data["rows"])
     assert sum(line.startswith(("met", "MISSED")) for line in data["verdicts"]) == 2 + 7 + 1
+    assert "meaningless" in capsys.readouterr().out

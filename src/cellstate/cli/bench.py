@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 import cellstate
+from cellstate.cli import bench_gpu
 from cellstate.kernels.cpu import build
 
 SHAPES = [
@@ -58,6 +59,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-memory", action="store_true", help="skip the T=10000 memory check")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: the Triton backend against torch.nn.LSTM on the GPU (cli/bench_gpu.py)",
+    )
+    bench_gpu.add_arguments(parser)
 
 
 class PythonLoopLSTM(nn.Module):
@@ -277,6 +285,8 @@ def _format_memory(m) -> str:
 
 
 def run(args) -> int:
+    if args.device == "cuda" or args.smoke:
+        return bench_gpu.run(args)
     results = measure(args)
     if args.out:
         with open(args.out, "w") as f:
