@@ -24,6 +24,7 @@ from cellstate.cli.main import main  # noqa: E402
 from cellstate.kernels import dispatch, reference  # noqa: E402
 from cellstate.kernels.params import LSTMLayerParams, StepNoise  # noqa: E402
 from cellstate.kernels.triton import backend as triton_backend  # noqa: E402
+from cellstate.kernels.triton import runtime as triton_runtime  # noqa: E402
 from tests.differential import assert_modules_match  # noqa: E402
 from tests.kernels.test_cpu_modules import (  # noqa: E402
     FORMS,
@@ -268,7 +269,8 @@ def test_dispatch_chooses_and_explains(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(RuntimeError, match="backend='triton'.*TRITON_INTERPRET=1"):
         dispatch.select("triton", x)
-    assert "interpreter" in dispatch.backend_status()["triton"] or True
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert "interpreter" in dispatch.backend_status()["triton"]
 
 
 def test_gpu_benchmark_smoke_run(tmp_path, capsys):
@@ -283,3 +285,18 @@ def test_gpu_benchmark_smoke_run(tmp_path, capsys):
     assert all(row["ms"] > 0 for row in data["rows"])
     assert sum(line.startswith(("met", "MISSED")) for line in data["verdicts"]) == 2 + 7 + 1
     assert "meaningless" in capsys.readouterr().out
+
+
+def test_auto_without_triton_warns_once_and_triton_raises(monkeypatch):
+    """Where triton is missing, "auto" on a GPU tensor says why (once) and runs the reference;
+    "triton" raises naming the reason."""
+    missing = "triton is not installed (test)"
+    monkeypatch.setattr(triton_runtime, "TRITON_MISSING", missing)
+    monkeypatch.setattr(dispatch, "_warned_triton", False)
+    x = torch.randn(2, 1, 1)
+    with pytest.warns(RuntimeWarning, match=r"reference backend on the GPU because triton is no"):
+        assert dispatch._triton("auto", x) is reference
+        assert dispatch._triton("auto", x) is reference
+    with pytest.raises(RuntimeError, match=r"backend='triton'.*triton is not installed \(test\)"):
+        dispatch.select("triton", x)
+    assert missing in dispatch.backend_status()["triton"]

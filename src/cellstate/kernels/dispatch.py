@@ -35,6 +35,7 @@ from cellstate.kernels.triton import runtime as triton_runtime
 BACKENDS = ("auto", "reference", "cpu", "triton")
 
 _warned = False
+_warned_triton = False
 
 
 def check_backend(name: object) -> str:
@@ -62,13 +63,21 @@ def select(backend: str, x: Tensor) -> ModuleType:
 
 
 def _triton(backend: str, x: Tensor) -> ModuleType:
-    """The Triton backend, or for "auto" the reference where it cannot run (float64, no
-    triton); RuntimeError for "triton"."""
+    """The Triton backend, or for "auto" the reference where it cannot run (float64 silently;
+    without triton with a warning, once); RuntimeError for "triton"."""
+    global _warned_triton
     reason = triton_runtime.unsupported(x)
     if reason is None:
         return triton_backend
     if backend == "triton":
         raise RuntimeError(f"backend='triton' cannot run this call: {reason}")
+    if reason == triton_runtime.TRITON_MISSING and not _warned_triton:
+        _warned_triton = True
+        warnings.warn(
+            f"cellstate: backend='auto' uses the reference backend on the GPU because {reason}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
     return reference
 
 

@@ -11,7 +11,6 @@ import importlib
 import os
 from types import ModuleType
 
-import torch
 from torch import Tensor
 
 TILE_ELEMENTS = 2048  # elements of one program's (BLOCK_B, 4, BLOCK_H) gate tile (untuned)
@@ -36,12 +35,17 @@ def imported_interpreted() -> bool | None:
 
 def blocks(B: int, N: int, slots: int = 4) -> tuple[int, int, tuple[int]]:
     """BLOCK_B, BLOCK_N and the grid for rows of N columns (``slots`` gates of N each)."""
-    block_n = triton_next_power_of_2(N)
-    block_b = max(1, min(triton_next_power_of_2(B), TILE_ELEMENTS // (slots * block_n)))
+    block_n = next_power_of_2(N)
+    block_b = max(1, min(next_power_of_2(B), TILE_ELEMENTS // (slots * block_n)))
     return block_b, block_n, ((B + block_b - 1) // block_b,)
 
 
-def triton_next_power_of_2(n: int) -> int:
+def warps(block_b: int, block_n: int, slots: int = 4) -> int:
+    """Warps per program: 4, or 8 for a tile past TILE_ELEMENTS (one row of H > 512)."""
+    return 4 if block_b * slots * block_n <= TILE_ELEMENTS else 8
+
+
+def next_power_of_2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
@@ -54,11 +58,3 @@ def zoneout_args(z: Tensor | None, shape: tuple[int, int, int], dummy: Tensor) -
 
 def contiguous_or_none(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.contiguous()
-
-
-def first_present(*tensors: Tensor | None) -> Tensor:
-    return next(t for t in tensors if t is not None)
-
-
-def zeros(like: Tensor, *shape: int) -> Tensor:
-    return torch.zeros(shape, dtype=like.dtype, device=like.device)

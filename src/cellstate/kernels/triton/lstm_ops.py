@@ -84,6 +84,7 @@ def _forward(*args):
     flags = _flags(a)
     zh, zc = _noise_args(a, T, B, H, P, xa)
     block_b, block_h, grid = launch.blocks(B, H)
+    n_warps = launch.warps(block_b, block_h)
     block_bp, block_p, grid_p = launch.blocks(B, P, slots=1)
     o["h_all"][0] = h0
     o["c_all"][0] = c0
@@ -99,7 +100,7 @@ def _forward(*args):
             o["output"], o["y"], o["n_hh"], o["stats"], opt["w_ci"], opt["w_cf"], opt["w_co"],
             opt["ln_hh"], opt["ln_c_weight"], opt["ln_c_bias"], *zh, *zc, _or(rm, xa),
             _or(a["lengths"], xa), NG=G // H, PROJ=w_hr is not None, WRITE_HIN=write_hin,
-            EPS=LAYER_NORM_EPS, BLOCK_B=block_b, BLOCK_H=block_h, **flags,
+            EPS=LAYER_NORM_EPS, BLOCK_B=block_b, BLOCK_H=block_h, num_warps=n_warps, **flags,
         )  # fmt: skip
         if w_hr is not None:
             torch.mm(o["y"][t], w_hr.t(), out=hn)  # (B, P)
@@ -136,6 +137,7 @@ def _backward(*args):
     )
     zh, zc = _noise_args(s, T, B, H, P, gates)
     block_b, block_h, grid = launch.blocks(B, H)
+    n_warps = launch.warps(block_b, block_h)
     block_bp, block_p, grid_p = launch.blocks(B, P, slots=1)
     dh_carry = gates.new_zeros(B, P)
     dc_carry = gates.new_zeros(B, H)
@@ -169,7 +171,8 @@ def _backward(*args):
             opt["w_co"], opt["ln_hh"], opt["ln_c_weight"], opt["ln_c_bias"], *zh, *zc,
             _or(rm, gates), _or(s["lengths"], gates), da, dhw, dcs, NG=NG,
             PROJ=w_hr is not None, HAS_GEMM=has_gemm, HAS_DC_ALL=d_c_all is not None,
-            HAS_DGATES=d_gates is not None, BLOCK_B=block_b, BLOCK_H=block_h, **flags, **present,
+            HAS_DGATES=d_gates is not None, BLOCK_B=block_b, BLOCK_H=block_h, num_warps=n_warps,
+            **flags, **present,
         )  # fmt: skip
         torch.mm(dhw[t], w_hh, out=dh_gemm)  # (B, P)
 
