@@ -47,6 +47,25 @@ def _zoneout(z, step, rows, cols, mask, st, sb, sj, like):
 
 
 @triton.jit
+def _gate_tile(
+    t, B, H, lengths, NG: tl.constexpr, LENGTHS: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+):  # fmt: skip
+    """Step t's tiles: the (BLOCK_B, BLOCK_H) rows and columns of this program, and the
+    (BLOCK_B, 4, BLOCK_H) gate tile (slot k3, column c3) with its offsets into a (T, B, G)
+    buffer; row_h: offsets into a (T, B, H) buffer."""
+    step = t.to(tl.int64)
+    rows, cols, mask = tile(B, H, BLOCK_B, BLOCK_H)
+    run = running(lengths, rows, B, step, LENGTHS)
+    k3 = tl.arange(0, 4)[None, :, None]
+    c3 = cols[None, None, :]
+    mask3 = mask[:, None, :] & (k3 < NG)
+    off3 = step * B * NG * H + rows[:, None, None] * (NG * H) + k3 * H + c3
+    row_h = step * B * H + rows[:, None] * H + cols[None, :]
+    return step, rows, cols, mask, run, k3, c3, mask3, off3, row_h
+
+
+@triton.jit
 def _finish_h(
     h_new, step, rows, cols, mask, run, B, P, h_all, hin, out,
     zh, zh_st, zh_sb, zh_sj, rmask,
@@ -84,15 +103,10 @@ def lstm_forward_step(
     (c before zoneout), c_all[t+1], layer-norm n_hh[t] and stats[t] (rstd of W_hh h, mean and
     rstd of c), and h_all[t+1], out[t], hin[t+1], or y[t] = o * tanh(LN(c)) with a projection."""
     ct = c_all.dtype.element_ty
-    step = t.to(tl.int64)
     G = NG * H
-    rows, cols, mask = tile(B, H, BLOCK_B, BLOCK_H)
-    run = running(lengths, rows, B, step, LENGTHS)
-    k3 = tl.arange(0, 4)[None, :, None]
-    c3 = cols[None, None, :]
-    mask3 = mask[:, None, :] & (k3 < NG)
-    off3 = step * B * G + rows[:, None, None] * G + k3 * H + c3  # (BLOCK_B, 4, BLOCK_H)
-    row_h = step * B * H + rows[:, None] * H + cols[None, :]
+    step, rows, cols, mask, run, k3, c3, mask3, off3, row_h = _gate_tile(
+        t, B, H, lengths, NG, LENGTHS, BLOCK_B, BLOCK_H
+    )
 
     a = tl.load(hw + off3 - step * B * G, mask=mask3, other=0.0).to(ct)
     if LN_HH:
@@ -245,15 +259,10 @@ def lstm_backward_step(
     updates dc_carry (B, H), the gradient reaching c_{t-1}. dy (B, H) is the gradient of
     o * tanh(LN(c)) with a projection; without, it comes from ``h_grad``."""
     ct = c_all.dtype.element_ty
-    step = t.to(tl.int64)
     G = NG * H
-    rows, cols, mask = tile(B, H, BLOCK_B, BLOCK_H)
-    run = running(lengths, rows, B, step, LENGTHS)
-    k3 = tl.arange(0, 4)[None, :, None]
-    c3 = cols[None, None, :]
-    mask3 = mask[:, None, :] & (k3 < NG)
-    off3 = step * B * G + rows[:, None, None] * G + k3 * H + c3  # (BLOCK_B, 4, BLOCK_H)
-    row_h = step * B * H + rows[:, None] * H + cols[None, :]
+    step, rows, cols, mask, run, k3, c3, mask3, off3, row_h = _gate_tile(
+        t, B, H, lengths, NG, LENGTHS, BLOCK_B, BLOCK_H
+    )
 
     if PROJ:
         d_h = tl.load(dy + row_h - step * B * H, mask=mask, other=0.0).to(ct)
