@@ -9,7 +9,8 @@ set -u
 cd "$(dirname "$0")/.."
 DIR=${1:-${OUT:-gpu-check}}
 mkdir -p "$DIR"
-PY=${PYTHON:-python}
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
 export TRITON_INTERPRET=0
 
