@@ -285,6 +285,8 @@ def test_gpu_benchmark_smoke_run(tmp_path, capsys):
     assert all(row["ms"] > 0 for row in data["rows"])
     assert sum(line.startswith(("met", "MISSED")) for line in data["verdicts"]) == 2 + 7 + 1
     assert "meaningless" in capsys.readouterr().out
+    assert main(["bench", "--verdicts", str(out)]) == 0  # the targets of a saved (partial) run
+    assert capsys.readouterr().out.splitlines() == data["verdicts"][1:]
 
 
 def test_auto_without_triton_warns_once_and_triton_raises(monkeypatch):

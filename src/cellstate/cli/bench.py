@@ -285,7 +285,7 @@ def _format_memory(m) -> str:
 
 
 def run(args) -> int:
-    if args.device == "cuda" or args.smoke:
+    if args.device == "cuda" or args.smoke or args.verdicts:
         return bench_gpu.run(args)
     results = measure(args)
     if args.out:

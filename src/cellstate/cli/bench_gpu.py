@@ -173,9 +173,10 @@ def machine(device: torch.device) -> dict:
     return info
 
 
-def _set_tf32(allowed: bool) -> None:
-    torch.backends.cuda.matmul.allow_tf32 = allowed
-    torch.backends.cudnn.allow_tf32 = allowed
+def _set_tf32(allowed: bool, device: torch.device) -> None:
+    if device.type == "cuda":  # (and off CUDA, cuDNN's flags may be frozen by torch's tests)
+        torch.backends.cuda.matmul.allow_tf32 = allowed
+        torch.backends.cudnn.allow_tf32 = allowed
 
 
 def measure_plain(rec: Recorder, shapes, dtypes, repeats: int, device) -> None:
@@ -184,7 +185,7 @@ def measure_plain(rec: Recorder, shapes, dtypes, repeats: int, device) -> None:
         T, B, D, H = shape
         for dname in dtypes:
             dtype, tf32 = DTYPES[dname]
-            _set_tf32(tf32)
+            _set_tf32(tf32, device)
             torch_lstm = nn.LSTM(D, H, device=device, dtype=dtype)
             ours = cellstate.LSTM.from_torch(torch_lstm, backend="triton")
             models = {"torch.nn.LSTM": torch_lstm, "triton": ours}
@@ -205,7 +206,7 @@ def measure_variants(rec: Recorder, shapes, dtypes, repeats: int, device) -> Non
         T, B, D, H = shape
         for dname in dtypes:
             dtype, tf32 = DTYPES[dname]
-            _set_tf32(tf32)
+            _set_tf32(tf32, device)
             x = _input(shape, dtype, device, packed=False)
             models = {
                 name: cellstate.LSTM(
@@ -221,7 +222,7 @@ def measure_variants(rec: Recorder, shapes, dtypes, repeats: int, device) -> Non
 
 def measure_reference(rec: Recorder, shape, device) -> None:
     """The reference loop against the Triton layer, float32 training (one timed run: slow)."""
-    _set_tf32(False)
+    _set_tf32(False, device)
     T, B, D, H = shape
     ours = cellstate.LSTM(D, H, backend="triton", device=device)
     ref = cellstate.LSTM(D, H, backend="reference", device=device)
@@ -232,54 +233,46 @@ def measure_reference(rec: Recorder, shape, device) -> None:
         rec.add(shape=shape, dtype="fp32", mode="train", variant="vs reference", impl=impl, ms=ms)
 
 
-def verdicts(rec: Recorder, shapes, dtypes, variant_shapes, variant_dtypes) -> list[str]:
-    """Each target: met or missed, with the figures."""
+def verdicts(rows: list[dict]) -> list[str]:
+    """Each target that the rows measure: met or MISSED, with the figures."""
+
+    def find(**key) -> dict | None:
+        return next((r for r in rows if all(r.get(k) == v for k, v in key.items())), None)
+
     lines = []
-
-    def ratio(a, b):
-        return None if a is None or b is None else a / b
-
-    for shape in shapes:
-        for dname in dtypes:
-            for variant in ("plain", "packed"):
-                key = dict(shape=shape, dtype=dname, mode="train", variant=variant)
-                r = ratio(rec.ms(impl="triton", **key), rec.ms(impl="torch.nn.LSTM", **key))
-                kernels = next(
-                    (
-                        row["kernels"]
-                        for row in rec.data["rows"]
-                        if row["impl"] == "torch.nn.LSTM"
-                        and all(row[k] == v for k, v in key.items())
-                    ),
-                    [],
-                )
-                cudnn = _uses_cudnn(kernels)
-                bar = TARGET_PLAIN if cudnn else TARGET_NO_CUDNN
-                if r is not None:
-                    lines.append(
-                        f"{'met' if r <= bar else 'MISSED'}: {variant} training "
-                        f"{'x'.join(map(str, shape))} {dname}: triton {r:.2f}x torch.nn.LSTM "
-                        f"({'cuDNN' if cudnn else 'no cuDNN'}; target <= {bar}x)"
-                    )
-    for shape in variant_shapes:
-        for dname in variant_dtypes:
-            plain = dict(shape=shape, dtype=dname, mode="train", impl="triton", variant="plain")
-            for name in VARIANTS:
-                key = {**plain, "variant": name}
-                r = ratio(rec.ms(**key), rec.ms(**plain))
-                if r is not None:
-                    lines.append(
-                        f"{'met' if r <= TARGET_VARIANT else 'MISSED'}: {name} training "
-                        f"{'x'.join(map(str, shape))} {dname}: {r:.2f}x plain triton "
-                        f"(target <= {TARGET_VARIANT}x)"
-                    )
-    key = dict(dtype="fp32", mode="train", variant="vs reference")
-    r = ratio(rec.ms(impl="reference", **key), rec.ms(impl="triton", **key))
-    if r is not None:
-        lines.append(
-            f"{'met' if r >= TARGET_REFERENCE else 'MISSED'}: triton {r:.1f}x faster than the "
-            f"reference loop (target >= {TARGET_REFERENCE}x)"
-        )
+    for row in rows:
+        if row["impl"] != "triton" or row["mode"] != "train":
+            continue
+        where = dict(mode="train", shape=row["shape"], dtype=row["dtype"])
+        label = f"{row['variant']} training {'x'.join(map(str, row['shape']))} {row['dtype']}"
+        if row["variant"] in ("plain", "packed"):
+            theirs = find(impl="torch.nn.LSTM", variant=row["variant"], **where)
+            if theirs is None:
+                continue
+            cudnn = _uses_cudnn(theirs["kernels"])
+            bar, r = TARGET_PLAIN if cudnn else TARGET_NO_CUDNN, row["ms"] / theirs["ms"]
+            lines.append(
+                f"{'met' if r <= bar else 'MISSED'}: {label}: triton {r:.2f}x torch.nn.LSTM "
+                f"({'cuDNN' if cudnn else 'no cuDNN'}; target <= {bar}x)"
+            )
+        elif row["variant"] in VARIANTS:
+            plain = find(impl="triton", variant="plain", **where)
+            if plain is None:
+                continue
+            r = row["ms"] / plain["ms"]
+            lines.append(
+                f"{'met' if r <= TARGET_VARIANT else 'MISSED'}: {label}: {r:.2f}x plain triton "
+                f"(target <= {TARGET_VARIANT}x)"
+            )
+        else:
+            ref = find(impl="reference", variant=row["variant"], **where)
+            if ref is None:
+                continue
+            r = ref["ms"] / row["ms"]
+            lines.append(
+                f"{'met' if r >= TARGET_REFERENCE else 'MISSED'}: {label}: triton {r:.1f}x "
+                f"faster than the reference loop (target >= {TARGET_REFERENCE}x)"
+            )
     return lines
 
 
@@ -289,6 +282,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-variants", action="store_true", help="GPU: skip the variants")
     parser.add_argument("--no-reference", action="store_true", help="GPU: skip the reference")
     parser.add_argument("--smoke", action="store_true", help="GPU: tiny, on CPU (interpreter)")
+    parser.add_argument(
+        "--verdicts", metavar="JSON", help="GPU: print the targets of a (partial) run's JSON"
+    )
 
 
 def main(argv=None) -> int:
@@ -300,6 +296,10 @@ def main(argv=None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.verdicts:
+        with open(args.verdicts) as f:
+            print("\n".join(verdicts(json.load(f)["rows"])))
+        return 0
     if args.smoke:
         # before the kernels are first imported: they run on CPU tensors through the interpreter
         os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -326,7 +326,7 @@ def run(args: argparse.Namespace) -> int:
         measure_variants(rec, variant_shapes, variant_dtypes, repeats, device)
     if not args.no_reference:
         measure_reference(rec, reference_shape, device)
-    lines = verdicts(rec, shapes, dtypes, variant_shapes, variant_dtypes)
+    lines = verdicts(rec.data["rows"])
     if args.smoke:
         lines.insert(0, "smoke run: interpreter timings on CPU, meaningless for the targets")
     rec.data["verdicts"] = lines
