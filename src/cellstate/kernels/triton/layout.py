@@ -92,6 +92,11 @@ LSTM_OUTPUTS: tuple[Out, ...] = (
     Out("stats", lambda d: (d.T, d.B, 3) if d.layer_norm else None),  # rstd_hh, mean_c, rstd_c
 )
 
+# The optional weights the step kernels read, in their argument order: the peepholes and the
+# layer-norm gains (the projection w_hr is a GEMM between kernels)
+VARIANT_WEIGHTS = tuple(
+    a.name for a in LSTM_INPUTS if a.kind == "Tensor?" and a.grad and a.name != "w_hr"
+)
 GRAD_OUTPUTS = tuple(o.name for o in LSTM_OUTPUTS if o.grad)
 GRAD_INPUTS = tuple(a.name for a in LSTM_INPUTS if a.grad)
 SAVED = tuple(a.name for a in LSTM_INPUTS if a.saved and a.kind != "bool") + tuple(

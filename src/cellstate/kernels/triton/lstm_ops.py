@@ -22,6 +22,7 @@ from cellstate.kernels.triton.layout import (
     LSTM_INPUTS,
     LSTM_OUTPUTS,
     SAVED,
+    VARIANT_WEIGHTS,
     allocate_grads,
     allocate_outputs,
     backward_schema,
@@ -66,6 +67,11 @@ def _or(t: Tensor | None, dummy: Tensor) -> Tensor:
     return dummy if t is None else t
 
 
+def _variant_weights(a: dict, dummy: Tensor) -> tuple[Tensor, ...]:
+    """The variants' weights in the kernels' argument order (``layout.VARIANT_WEIGHTS``)."""
+    return tuple(_or(a[n], dummy) for n in VARIANT_WEIGHTS)
+
+
 @torch.library.impl(FORWARD, "default")
 def _forward(*args):
     a = dict(zip(INPUT_NAMES, args, strict=True))
@@ -91,14 +97,13 @@ def _forward(*args):
     o["hin"][0] = h0 if rm is None else h0 * rm
     hw = xa.new_empty(B, G, dtype=w_hh.dtype)
     hn = xa.new_empty(B, P, dtype=w_hh.dtype)
-    opt = {n: _or(a[n], xa) for n in ("w_ci", "w_cf", "w_co", "ln_hh", "ln_c_weight", "ln_c_bias")}
     for t in range(T):
         write_hin = t + 1 < T
         torch.mm(o["hin"][t], w_hh.t(), out=hw)  # (B, G)
         k.lstm_forward_step[grid](
             t, B, H, P, xa, hw, o["gates"], o["cell"], o["c_all"], o["h_all"], o["hin"],
-            o["output"], o["y"], o["n_hh"], o["stats"], opt["w_ci"], opt["w_cf"], opt["w_co"],
-            opt["ln_hh"], opt["ln_c_weight"], opt["ln_c_bias"], *zh, *zc, _or(rm, xa),
+            o["output"], o["y"], o["n_hh"], o["stats"], *_variant_weights(a, xa), *zh, *zc,
+            _or(rm, xa),
             _or(a["lengths"], xa), NG=G // H, PROJ=w_hr is not None, WRITE_HIN=write_hin,
             EPS=LAYER_NORM_EPS, BLOCK_B=block_b, BLOCK_H=block_h, num_warps=n_warps, **flags,
         )  # fmt: skip
@@ -151,9 +156,6 @@ def _backward(*args):
         HAS_DOUT=d_output is not None,
         HAS_DH_ALL=d_h_all is not None,
     )
-    opt = {
-        n: _or(s[n], gates) for n in ("w_ci", "w_cf", "w_co", "ln_hh", "ln_c_weight", "ln_c_bias")
-    }
     for t in reversed(range(T)):
         has_gemm = t + 1 < T
         if w_hr is not None:
@@ -167,8 +169,7 @@ def _backward(*args):
         k.lstm_backward_step[grid](
             t, B, H, P, dy, _or(d_output, gates), _or(d_h_all, gates), dh_carry, dh_gemm,
             _or(d_c_all, gates), dc_carry, _or(d_gates, gates), gates, cell, c_all,
-            _or(s["n_hh"], gates), _or(s["stats"], gates), opt["w_ci"], opt["w_cf"],
-            opt["w_co"], opt["ln_hh"], opt["ln_c_weight"], opt["ln_c_bias"], *zh, *zc,
+            _or(s["n_hh"], gates), _or(s["stats"], gates), *_variant_weights(s, gates), *zh, *zc,
             _or(rm, gates), _or(s["lengths"], gates), da, dhw, dcs, NG=NG,
             PROJ=w_hr is not None, HAS_GEMM=has_gemm, HAS_DC_ALL=d_c_all is not None,
             HAS_DGATES=d_gates is not None, BLOCK_B=block_b, BLOCK_H=block_h, num_warps=n_warps,
