@@ -7,7 +7,7 @@ from cellstate.cli.main import main
 def test_info_lists_versions_and_backends(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    for needle in ("torch", "threads", "cpu capability", "reference"):
+    for needle in ("torch", "threads", "cpu capability", "reference", "triton"):
         assert needle in out
 
 

@@ -2,6 +2,9 @@
 
 import json
 
+import pytest
+import torch
+
 from cellstate.cli.main import main
 from cellstate.tasks import TASKS
 
@@ -31,3 +34,12 @@ def test_compare_writes_json_and_plot(tmp_path, capsys):
 def test_compare_bad_lengths_exit_2(tmp_path, capsys):
     assert main(["compare", "--lengths", "ten", "--out", str(tmp_path)]) == 2
     assert "--lengths" in capsys.readouterr().err
+
+
+def test_compare_device_reaches_the_training_config(tmp_path, capsys):
+    """--device cuda is passed on (and refused here, with the config's reason, without CUDA)."""
+    argv = ["compare", "--lengths", "11", "--device", "cuda", "--out", str(tmp_path)]
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: this checks the refusal without one")
+    assert main(argv) == 2
+    assert "cuda was asked for but torch sees no CUDA device" in capsys.readouterr().err

@@ -60,7 +60,7 @@ def test_status_does_not_compile(monkeypatch, tmp_path):
     monkeypatch.setattr(build, "_module", None)
     monkeypatch.setattr(build, "_failure", None)
     status = dispatch.backend_status()
-    assert set(status) == {"reference", "cpu"}
+    assert set(status) == {"reference", "cpu", "triton"}
     assert status["cpu"].startswith(("not built yet", "cannot build"))
     assert not any(tmp_path.iterdir())
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 import cellstate
+from cellstate.cli import bench_gpu
 from cellstate.kernels.cpu import build
 
 SHAPES = [
@@ -64,6 +65,13 @@ def add_arguments(parser) -> None:
         help="of the input and of every model's weights",
     )
     parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: the Triton backend against torch.nn.LSTM on the GPU (cli/bench_gpu.py)",
+    )
+    bench_gpu.add_arguments(parser)
 
 
 class PythonLoopLSTM(nn.Module):
@@ -285,6 +293,8 @@ def _format_memory(m) -> str:
 
 
 def run(args) -> int:
+    if args.device == "cuda" or args.smoke or args.verdicts:
+        return bench_gpu.run(args)
     results = measure(args)
     if args.out:
         with open(args.out, "w") as f:

@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from cellstate.cli.train import RUN_FILES  # noqa: E402
 from cellstate.report.html import write_report  # noqa: E402
 from cellstate.training.config import (  # noqa: E402
+    DEVICES,
     MODELS,
     ModelConfig,
     RunConfig,
@@ -64,6 +65,7 @@ def register(subparsers) -> None:
     parser.add_argument("--test-size", type=int, default=2560)
     parser.add_argument("--out", help="output directory (default runs/compare-YYYYmmdd-HHMMSS)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--device", choices=DEVICES, default="cpu", help="default cpu")
     parser.set_defaults(func=run)
 
 
@@ -101,6 +103,7 @@ def build_configs(args: argparse.Namespace) -> list[RunConfig]:
                 checkpoint_every=budget,
                 seed=args.seed,
                 test_size=args.test_size,
+                device=args.device,
             ),
         )
         for length in lengths

@@ -7,10 +7,16 @@ A backend is a module with ``lstm_layer`` and ``rnn_layer`` functions of the sig
 * ``"cpu"``: the fused C++ kernel (``cellstate.kernels.cpu``) for CPU float32/float64 tensors
   (bfloat16/float16 ones computed in float32), compiled on first use. Raises RuntimeError naming
   the reason when it cannot run the call.
-* ``"auto"``: ``"cpu"`` where it can run, else the reference. Falling back because the kernel
-  cannot be built says so once, as a warning naming the reason; falling back for CUDA input or
-  under a torch.func transform (grad, vjp, jacrev, vmap) is silent, since the reference is the
-  backend for those.
+* ``"triton"``: the Triton kernels (``cellstate.kernels.triton``) for CUDA float32, float16 and
+  bfloat16 tensors; with ``TRITON_INTERPRET=1`` CPU tensors (any float dtype) through Triton's
+  interpreter, for tests. Raises RuntimeError naming the reason when it cannot run the call.
+* ``"auto"``: ``"cpu"`` for CPU tensors where it can run, else the reference. On CUDA it stays
+  on the reference until the Triton kernels have been checked on a GPU (``AUTO_USES_TRITON``:
+  they are tested only through Triton's interpreter so far; ``benchmarks/gpu_check.sh`` is the
+  check), then takes ``"triton"`` where it can run (float64 stays on the reference). Falling
+  back because a kernel cannot be built says so once, as a warning naming the reason; falling
+  back for CUDA float64 input or under a torch.func transform (grad, vjp, jacrev, vmap) is
+  silent, since the reference is the backend for those.
 
 Under ``torch.compile`` tracing nothing is built: the kernel is a custom op with a fake
 implementation, and it is built when the compiled code first runs.
@@ -32,10 +38,17 @@ from torch import Tensor
 from cellstate.kernels import capture, reference
 from cellstate.kernels.cpu import build
 from cellstate.kernels.cpu import ops as cpu
+from cellstate.kernels.triton import backend as triton_backend
+from cellstate.kernels.triton import runtime as triton_runtime
 
-BACKENDS = ("auto", "reference", "cpu")
+BACKENDS = ("auto", "reference", "cpu", "triton")
+
+# False until benchmarks/gpu_check.sh has passed on a GPU: the compiled Triton kernels have only
+# been tested through the interpreter, and a silently wrong default is worse than a slow one.
+AUTO_USES_TRITON = False
 
 _warned = False
+_warned_triton = False
 
 
 def check_backend(name: object) -> str:
@@ -52,6 +65,8 @@ def select(backend: str, x: Tensor) -> ModuleType:
         return _for_capture(x)
     if backend == "reference":
         return reference
+    if backend == "triton" or (AUTO_USES_TRITON and backend == "auto" and x.device.type == "cuda"):
+        return _triton(backend, x)
     reason = cpu.unsupported(x)
     if reason is None:
         reason = _cpu_build_failure(warn=backend == "auto")
@@ -93,6 +108,25 @@ def _for_capture(x: Tensor) -> ModuleType:
     return cpu
 
 
+def _triton(backend: str, x: Tensor) -> ModuleType:
+    """The Triton backend, or for "auto" the reference where it cannot run (float64 silently;
+    without triton with a warning, once); RuntimeError for "triton"."""
+    global _warned_triton
+    reason = triton_runtime.unsupported(x)
+    if reason is None:
+        return triton_backend
+    if backend == "triton":
+        raise RuntimeError(f"backend='triton' cannot run this call: {reason}")
+    if reason == triton_runtime.TRITON_MISSING and not _warned_triton:
+        _warned_triton = True
+        warnings.warn(
+            f"cellstate: backend='auto' uses the reference backend on the GPU because {reason}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    return reference
+
+
 def _cpu_build_failure(warn: bool) -> str | None:
     """Build (or load) the kernel once; the reason it failed, or None (warned about once)."""
     global _warned
@@ -121,4 +155,11 @@ def backend_status() -> dict[str, str]:
     return {
         "reference": "available (pure PyTorch, any device)",
         "cpu": build.status(),
+        "triton": triton_runtime.status()
+        + (
+            ""
+            if AUTO_USES_TRITON
+            else "; opt-in with backend='triton' (auto keeps CUDA on the reference until the "
+            "kernels are checked on a GPU)"
+        ),
     }

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
+from cellstate.kernels.dispatch import BACKENDS
 from cellstate.tasks import TASKS, Task, make_task
 
 MODELS = ("lstm", "rnn")
@@ -21,7 +22,6 @@ OUTPUTS = ("auto", "sigmoid", "linear")
 OPTIMIZERS = ("adam", "sgd")
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda")
-BACKENDS = ("auto", "reference")
 DEFAULT_INIT = {"lstm": "chrono", "rnn": "default"}
 DEFAULT_LR = 0.01
 DEFAULT_BATCH_SIZE = 32

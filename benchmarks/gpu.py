@@ -1,0 +1,14 @@
+"""GPU benchmark: the Triton backend against torch.nn.LSTM (issue 11's shapes and targets).
+
+The same as ``cellstate bench --device cuda``; see cellstate/cli/bench_gpu.py. Examples:
+
+    python benchmarks/gpu.py --out gpu.json     # on a machine with a CUDA GPU
+    python benchmarks/gpu.py --smoke            # tiny, on CPU through Triton's interpreter
+"""
+
+import sys
+
+from cellstate.cli import bench_gpu
+
+if __name__ == "__main__":
+    sys.exit(bench_gpu.main())
