@@ -78,10 +78,10 @@ def select(backend: str, x: Tensor) -> ModuleType:
 
 
 def resolve(backend: str, device: torch.device | str, dtype: torch.dtype) -> str:
-    """The backend ("cpu" or "reference") that ``backend`` runs on tensors of this device and
-    dtype; builds or loads the CPU kernel where it may run, as the first call would."""
+    """The backend ("cpu", "triton" or "reference") that ``backend`` runs on tensors of this
+    device and dtype; builds or loads the CPU kernel where it may run, as the first call would."""
     module = select(backend, torch.empty(0, device=device, dtype=dtype))
-    return "cpu" if module is cpu else "reference"
+    return {cpu: "cpu", triton_backend: "triton"}.get(module, "reference")
 
 
 LEGACY_ONNX_ERROR = (

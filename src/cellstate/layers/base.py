@@ -215,7 +215,7 @@ class RecurrentBase(nn.Module):
     def _autocast(t: Tensor | None) -> Tensor | None:
         """t as torch.nn.LSTM runs it under autocast for t's device: floating tensors other than
         float64 in the autocast dtype (inputs, states and weights alike); else t unchanged."""
-        if t is None or not torch.is_autocast_enabled(t.device.type):
+        if t is None or not _autocast_enabled(t.device.type):
             return t
         if not t.is_floating_point() or t.dtype == torch.float64:
             return t
@@ -223,7 +223,7 @@ class RecurrentBase(nn.Module):
 
     def _check_input(self, input: Tensor, expected_dim: int) -> None:
         weight = self.weight_ih_l0
-        if input.dtype != weight.dtype and not torch.is_autocast_enabled(input.device.type):
+        if input.dtype != weight.dtype and not _autocast_enabled(input.device.type):
             raise ValueError(
                 f"RNN input dtype ({input.dtype}) does not match weight dtype ({weight.dtype}). "
                 f"Convert input: input.to({weight.dtype}), or convert model: "
@@ -323,3 +323,9 @@ class RecurrentBase(nn.Module):
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
         return s
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for this device type (False for types autocast does not know, such
+    as "meta", where torch.is_autocast_enabled raises)."""
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
