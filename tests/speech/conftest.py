@@ -12,7 +12,7 @@ from cellstate.speech.manifest import write_manifest
 TONES = {"one": 500.0, "two": 1300.0, "three": 2600.0}
 RATE = 8000
 TINY = ["--hidden", "8", "--layers", "1", "--batch", "4", "--stack", "2", "--lr", "0.03"]
-TINY += ["--eval-every", "3", "--checkpoint-every", "3", "--no-progress"]
+TINY += ["--eval-every", "3", "--checkpoint-every", "3", "--threads", "1", "--no-progress"]
 
 
 def _utterance(words: list[str], rng: random.Random) -> torch.Tensor:

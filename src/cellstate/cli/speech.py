@@ -30,6 +30,7 @@ from cellstate.speech.transcribe import transcribe_file
 USAGE_ERROR = 2
 DEFAULTS = TrainConfig(max_steps=1)
 DEFAULTS_SHOWN = {
+    "threads": "torch's, all cores",
     "max_steps": "no limit",
     "max_minutes": f"{DEFAULT_MAX_MINUTES:g} unless --max-steps is given",
 }
@@ -63,6 +64,7 @@ TRAIN_OPTIONS = (
     ("--eval-every", "eval_every", int, "steps between evaluations on the test voices"),
     ("--checkpoint-every", "checkpoint_every", int, "steps between checkpoints"),
     ("--device", "device", str, "cpu, or cuda when available"),
+    ("--threads", "threads", int, "torch CPU threads"),
 )
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import math
 import wave
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -96,3 +98,15 @@ def add_noise(waveform: Tensor, snr_db: float, generator: torch.Generator) -> Te
     power = waveform.pow(2).mean().clamp_min(1e-12)
     noise = torch.randn(waveform.shape, generator=generator, dtype=waveform.dtype)
     return waveform + noise * torch.sqrt(power / 10 ** (snr_db / 10))
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread inside the block: per-file audio work is too small to share, and
+    two threads on a loaded machine were measured 37x slower (CPU time) than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -25,7 +25,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from cellstate.speech.audio import SAMPLE_RATE, add_noise, read_wav, resample, write_wav
+from cellstate.speech.audio import (
+    SAMPLE_RATE,
+    add_noise,
+    one_thread,
+    read_wav,
+    resample,
+    write_wav,
+)
 from cellstate.speech.manifest import write_manifest
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -166,6 +173,7 @@ def synthesise(
     workers = workers or os.cpu_count() or 1
     disable = None if progress is None else not progress
     with (
+        one_thread(),
         ThreadPoolExecutor(workers) as pool,
         tqdm(total=len(spoken), unit="utt", disable=disable) as bar,
     ):

@@ -24,6 +24,7 @@ from tqdm import tqdm
 import cellstate
 from cellstate.kernels import dispatch
 from cellstate.lm.train import _RunFiles
+from cellstate.speech.audio import one_thread
 from cellstate.speech.augment import spec_augment
 from cellstate.speech.ctc import Vocabulary, greedy_decode, word_error_rate
 from cellstate.speech.features import FeatureConfig, file_features
@@ -70,11 +71,12 @@ class TrainConfig:
     eval_every: int = 200
     checkpoint_every: int = 200
     device: str = "cpu"
+    threads: int | None = None  # torch's CPU threads; None: torch's default (all cores)
 
     def __post_init__(self) -> None:
-        for name in ("batch", "eval_every", "checkpoint_every", "max_steps"):
+        for name in ("batch", "eval_every", "checkpoint_every", "max_steps", "threads"):
             value = getattr(self, name)
-            if value is None and name == "max_steps":
+            if value is None and name in ("max_steps", "threads"):
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
@@ -177,9 +179,10 @@ def load_data(config: TrainConfig, resume_from: dict | None = None, progress=Non
         raise ValueError("--resume: the manifests differ from those the checkpoint trained on")
     start = time.perf_counter()
     features = FeatureConfig()
-    train = _load_split(train_csv, vocab, features, config.stack, None, progress)
-    test = _load_split(test_csv, vocab, features, config.stack, None, progress)
-    noisy = _load_split(test_csv, vocab, features, config.stack, NOISY_SNR_DB, progress)
+    with one_thread():
+        train = _load_split(train_csv, vocab, features, config.stack, None, progress)
+        test = _load_split(test_csv, vocab, features, config.stack, None, progress)
+        noisy = _load_split(test_csv, vocab, features, config.stack, NOISY_SNR_DB, progress)
     return Data(vocab, sha, train, test, noisy, time.perf_counter() - start)
 
 
@@ -253,6 +256,8 @@ def train(config: TrainConfig, data: Data, resume_from: dict | None = None, prog
     """
     files = _RunFiles(config.out)
     device = config.device
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     batches = torch.Generator().manual_seed(config.seed)  # batch choice and masks
     model_config = config.model_config(len(data.vocab))
