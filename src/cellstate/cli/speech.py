@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 
 from cellstate.speech.audio import AudioError
 from cellstate.speech.synthesis import DEFAULT_UTTERANCES, EspeakMissing, synthesise
@@ -145,6 +146,8 @@ def run_data(args) -> int:
 
 def run_train(args) -> int:
     overrides = {field: getattr(args, field) for _, field, *_ in TRAIN_OPTIONS if field in args}
+    if "data" in overrides:  # absolute, so that --resume finds it from anywhere
+        overrides["data"] = str(Path(overrides["data"]).absolute())
     progress = False if args.no_progress else None
     try:
         config, resume_from = prepare(overrides, resume=args.resume)
