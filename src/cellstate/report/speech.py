@@ -5,6 +5,7 @@ results of every run (RNN beside LSTM)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -48,16 +49,19 @@ def _kind(run: Path) -> str:
 
 
 def wer_figure(runs: list[Path]) -> Figure:
-    """Word error rate on the test voices (solid: clean, dashed: 10 dB SNR) against training
-    time, one colour per model kind."""
+    """Word error rate on the test voices (solid: clean, dashed: 10 dB SNR, log scale) against
+    training time, one colour per model kind."""
     figure = new_figure(9, 4)
     ax = figure.subplots()
     for run in runs:
         metrics = _read_metrics(run)
         colour = COLOURS.get(_kind(run))
         minutes = [m["train_seconds"] / 60 for m in metrics]
-        ax.plot(minutes, [m["wer"] for m in metrics], "o-", ms=3, color=colour, label=run.name)
-        ax.plot(minutes, [m["wer_noisy"] for m in metrics], "--", color=colour, alpha=0.6)
+        # A WER of 0 has no place on a log axis: a gap, not a clipped line.
+        wer = [m["wer"] or math.nan for m in metrics]
+        noisy = [m["wer_noisy"] or math.nan for m in metrics]
+        ax.plot(minutes, wer, "o-", ms=3, color=colour, label=run.name)
+        ax.plot(minutes, noisy, "--", color=colour, alpha=0.6)
     ax.set_yscale("log")
     ax.set_xlabel("training minutes")
     ax.set_ylabel("word error rate (dashed: at 10 dB SNR)")
