@@ -64,6 +64,7 @@ def test_a_resume_may_not_change_the_numbers(tone_corpus, tmp_path, capsys):
     [
         (["--model", "gru"], "model must be one of lstm, rnn"),
         (["--model", "rnn", "--zoneout", "0.1"], "zoneout: LSTM variants"),
+        (["--model", "rnn", "--forget-bias", "2"], "forget_bias: LSTM variants"),
         (["--batch", "0"], "batch must be a positive integer"),
     ],
 )

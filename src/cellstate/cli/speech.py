@@ -31,6 +31,7 @@ from cellstate.speech.transcribe import transcribe_file
 USAGE_ERROR = 2
 DEFAULTS = TrainConfig(max_steps=1)
 DEFAULTS_SHOWN = {
+    "forget_bias": "1.0",
     "threads": "torch's, all cores",
     "max_steps": "no limit",
     "max_minutes": f"{DEFAULT_MAX_MINUTES:g} unless --max-steps is given",

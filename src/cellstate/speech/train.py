@@ -37,6 +37,7 @@ CHECKPOINT_KIND = "cellstate-speech"
 NOISY_SNR_DB = 10.0
 NOISE_SEED = 10_000  # the test set's added noise: the same for every run and seed
 DEFAULT_MAX_MINUTES = 20.0
+DEFAULT_FORGET_BIAS = {"lstm": 1.0, "rnn": 0.0}
 EVAL_BATCH = 64
 # What a resumed run may change: when to stop, evaluate and save, and where it runs.
 RESUMABLE = frozenset(
@@ -58,7 +59,7 @@ class TrainConfig:
     layers: int = 2
     stack: int = 3
     dropout: float = 0.0
-    forget_bias: float = 1.0
+    forget_bias: float | None = None  # None: 1.0 for the LSTM (the RNN has no forget gate)
     layer_norm: bool = False
     zoneout: float = 0.0
     spec_augment: bool = True
@@ -101,7 +102,9 @@ class TrainConfig:
             self.layers,
             self.stack,
             self.dropout,
-            self.forget_bias if self.model == "lstm" else 0.0,
+            self.forget_bias
+            if self.forget_bias is not None
+            else DEFAULT_FORGET_BIAS.get(self.model, 0.0),
             self.layer_norm,
             self.zoneout,
         )
