@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test browser bench
+.PHONY: demo test browser espeak bench
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/cellstate compare
 
-test: $(STAMP) browser
+test: $(STAMP) browser espeak
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/pytest
@@ -26,6 +26,13 @@ browser:
 	  && echo "installing chromium for the report's browser test" \
 	  && (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1; } \
 	  || echo "chromium not installed: the report's browser test will be skipped"
+
+# The speech synthesis test runs espeak-ng; without it that test skips and says why.
+espeak:
+	@command -v espeak-ng >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && echo "installing espeak-ng for the speech synthesis test" \
+	  && (apt-get update -qq && apt-get install -y -qq espeak-ng) >/dev/null 2>&1; } \
+	  || echo "espeak-ng not installed: the speech synthesis test will be skipped"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/speed.py

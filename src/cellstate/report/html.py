@@ -394,7 +394,9 @@ nav a { margin-right: 1em; }
 
 def render(run_dir: Path) -> str:
     """The report page of ``run_dir`` as a string."""
-    runs = find_runs(run_dir)
+    from cellstate.report import speech  # imports this module's helpers
+
+    runs = [r for r in find_runs(run_dir) if not speech.is_speech_run(r.path)]
     # A comparison has its own table; a single run's result goes with its curves.
     is_comparison = (run_dir / "compare.json").is_file()
     builders = (
@@ -411,6 +413,14 @@ def render(run_dir: Path) -> str:
         body.append(
             f'<section id="s{n}"><h2>{_e(title)}</h2><p class="intro">{_e(intro)}</p>'
             f"{_piece(build)}</section>"
+        )
+    speech_html = speech.speech_section(run_dir)
+    if speech_html is not None:
+        n = len(nav) + 1
+        nav.append(f'<a href="#s{n}">{_e(speech.TITLE)}</a>')
+        body.append(
+            f'<section id="s{n}"><h2>{_e(speech.TITLE)}</h2><p class="intro">{_e(speech.INTRO)}'
+            f"</p>{speech_html}</section>"
         )
     when = time.strftime("%Y-%m-%d %H:%M:%S")
     meta = (

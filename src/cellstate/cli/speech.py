@@ -1,0 +1,185 @@
+"""``cellstate speech``: connected-digit recognition with a bidirectional LSTM and CTC.
+
+    cellstate speech data --out DIR [--utterances N] [--seed S]
+    cellstate speech train --data DIR --out RUN [--max-minutes M] [--model lstm|rnn] [--seed S]
+    cellstate speech transcribe --checkpoint RUN/checkpoint.pt FILE.wav ...
+
+Bad input (no espeak-ng, a bad manifest or WAV file, a missing or foreign checkpoint,
+non-positive sizes) is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from cellstate.speech.audio import AudioError
+from cellstate.speech.synthesis import DEFAULT_UTTERANCES, EspeakMissing, synthesise
+from cellstate.speech.train import (
+    DEFAULT_MAX_MINUTES,
+    TrainConfig,
+    build_model,
+    load_data,
+    load_speech_checkpoint,
+    prepare,
+)
+from cellstate.speech.train import train as run_training
+from cellstate.speech.transcribe import transcribe_file
+
+USAGE_ERROR = 2
+DEFAULTS = TrainConfig(max_steps=1)
+DEFAULTS_SHOWN = {
+    "forget_bias": "1.0",
+    "threads": "torch's, all cores",
+    "max_steps": "no limit",
+    "max_minutes": f"{DEFAULT_MAX_MINUTES:g} unless --max-steps is given",
+}
+
+
+def _flag(text: str) -> bool:
+    if text not in ("0", "1", "true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text in ("1", "true")
+
+
+# (flag, field, type, help); every default is TrainConfig's, shown in the help.
+TRAIN_OPTIONS = (
+    ("--data", "data", str, "corpus folder holding train.csv and test.csv"),
+    ("--out", "out", str, "run directory"),
+    ("--model", "model", str, "lstm, or rnn: the same network with a plain tanh RNN"),
+    ("--hidden", "hidden", int, "hidden size H per direction"),
+    ("--layers", "layers", int, "bidirectional layers"),
+    ("--stack", "stack", int, "feature frames concatenated into one step"),
+    ("--dropout", "dropout", float, "dropout between layers and before the output layer"),
+    ("--forget-bias", "forget_bias", float, "LSTM forget-gate bias offset at init"),
+    ("--layer-norm", "layer_norm", _flag, "LSTM layer norm (true/false)"),
+    ("--zoneout", "zoneout", float, "LSTM zoneout probability"),
+    ("--spec-augment", "spec_augment", _flag, "SpecAugment-style masking (true/false)"),
+    ("--batch", "batch", int, "utterances per step"),
+    ("--lr", "lr", float, "Adam learning rate"),
+    ("--clip", "clip", float, "gradient-norm clipping threshold"),
+    ("--seed", "seed", int, "random seed (weights, batches, masks)"),
+    ("--max-steps", "max_steps", int, "stop after this many steps in all"),
+    ("--max-minutes", "max_minutes", float, "stop after this much training time in all"),
+    ("--eval-every", "eval_every", int, "steps between evaluations on the test voices"),
+    ("--checkpoint-every", "checkpoint_every", int, "steps between checkpoints"),
+    ("--device", "device", str, "cpu, or cuda when available"),
+    ("--threads", "threads", int, "torch CPU threads"),
+)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("speech", help="connected-digit speech recognition (CTC)")
+    commands = parser.add_subparsers(dest="speech_command", metavar="{data,train,transcribe}")
+    parser.set_defaults(func=lambda args: _usage(parser))
+
+    data = commands.add_parser(
+        "data",
+        help="synthesise a digit corpus with espeak-ng",
+        description="Synthesise random digit strings with espeak-ng voices; write DIR/train.csv, "
+        "DIR/test.csv (test voices never in training), DIR/wav/ and DIR/data.json.",
+    )
+    data.add_argument("--out", required=True, help="corpus folder")
+    data.add_argument("--utterances", type=int, default=DEFAULT_UTTERANCES, help="in all")
+    data.add_argument("--seed", type=int, default=0, help="the same seed, the same corpus")
+    data.add_argument("--no-progress", action="store_true", help="no progress bar")
+    data.set_defaults(func=run_data)
+
+    train = commands.add_parser(
+        "train",
+        help="train a bidirectional LSTM (or RNN) with CTC",
+        description="Train on DATA/train.csv, evaluate on DATA/test.csv. Writes RUN/config.json, "
+        "RUN/checkpoint.pt (on SIGINT/SIGTERM too), RUN/metrics.jsonl and RUN/result.json.",
+    )
+    # SUPPRESS: an option left out is absent, so --resume can tell it from one given.
+    for flag, field, kind, text in TRAIN_OPTIONS:
+        shown = DEFAULTS_SHOWN.get(field, getattr(DEFAULTS, field))
+        train.add_argument(
+            flag,
+            dest=field,
+            type=kind,
+            default=argparse.SUPPRESS,
+            help=f"{text} (default: {shown})",
+        )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue RUN/checkpoint.pt exactly; only --max-steps, --max-minutes, --eval-every, "
+        "--checkpoint-every and --device may change",
+    )
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(func=run_train)
+
+    transcribe = commands.add_parser(
+        "transcribe", help="print the words heard in WAV files", description=__doc__
+    )
+    transcribe.add_argument("--checkpoint", required=True, help="RUN/checkpoint.pt")
+    transcribe.add_argument("files", nargs="+", metavar="FILE.wav")
+    transcribe.set_defaults(func=run_transcribe)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return USAGE_ERROR
+
+
+def _fail(command: str, error: Exception) -> int:
+    message = " ".join(str(error).split())  # one line, whatever the exception held
+    print(f"cellstate speech {command}: error: {message}", file=sys.stderr)
+    return USAGE_ERROR
+
+
+def run_data(args) -> int:
+    try:
+        info = synthesise(
+            args.out, args.utterances, args.seed, progress=False if args.no_progress else None
+        )
+    except (EspeakMissing, ValueError, OSError) as error:
+        return _fail("data", error)
+    print(
+        f"wrote {info['train']} training and {info['test']} test utterances to {args.out} "
+        f"in {info['seconds']:.1f} s; test voices: {', '.join(info['test_variants'])}"
+    )
+    return 0
+
+
+def run_train(args) -> int:
+    overrides = {field: getattr(args, field) for _, field, *_ in TRAIN_OPTIONS if field in args}
+    if "data" in overrides:  # absolute, so that --resume finds it from anywhere
+        overrides["data"] = str(Path(overrides["data"]).absolute())
+    progress = False if args.no_progress else None
+    try:
+        config, resume_from = prepare(overrides, resume=args.resume)
+        data = load_data(config, resume_from, progress)
+    except (ValueError, OSError) as error:  # ManifestError and AudioError are ValueErrors
+        return _fail("train", error)
+    result = run_training(config, data, resume_from, progress)
+    if "interrupted" in result:
+        print(
+            f"stopped by {result['interrupted']} at step {result['steps']}; "
+            f"continue with: cellstate speech train --out {config.out} --resume",
+            file=sys.stderr,
+        )
+        return 128 + signal.Signals[result["interrupted"]].value
+    print(
+        f"step {result['steps']} ({result['seconds']:.0f} s, stopped by {result['stopped_by']}): "
+        f"WER {result['wer']:.2%} on the test voices, {result['wer_noisy']:.2%} at "
+        f"{result['noisy_snr_db']:g} dB SNR; wrote {config.out}/result.json"
+    )
+    return 0
+
+
+def run_transcribe(args) -> int:
+    try:
+        model, vocab, features = build_model(load_speech_checkpoint(args.checkpoint))
+    except (ValueError, OSError) as error:
+        return _fail("transcribe", error)
+    status = 0
+    for path in args.files:
+        try:
+            print(f"{path}\t{transcribe_file(model, vocab, features, path)}", flush=True)
+        except (AudioError, OSError) as error:
+            status = _fail("transcribe", error)
+    return status
