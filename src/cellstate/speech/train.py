@@ -30,7 +30,7 @@ from cellstate.speech.ctc import Vocabulary, greedy_decode, word_error_rate
 from cellstate.speech.features import FeatureConfig, file_features
 from cellstate.speech.manifest import read_manifest
 from cellstate.speech.model import ModelConfig, SpeechModel
-from cellstate.training import checkpoint
+from cellstate.training import checkpoint, run_dir
 from cellstate.training.interrupt import GracefulStop
 
 CHECKPOINT_KIND = "cellstate-speech"
@@ -244,6 +244,7 @@ def prepare(overrides: dict, resume: bool = False) -> tuple[TrainConfig, dict | 
             raise ValueError(
                 f"{files.checkpoint} exists; pass --resume to continue it or choose another --out"
             )
+        run_dir.check_writable(files.dir)
         return TrainConfig(**overrides), None
     state = load_speech_checkpoint(files.checkpoint)
     stored = TrainConfig(**state["train_config"])
@@ -275,8 +276,7 @@ def train(config: TrainConfig, data: Data, resume_from: dict | None = None, prog
         checkpoint.restore_rng_state(resume_from["rng"], {"batches": batches})
         files.drop_metrics_after(step)
     else:  # a fresh run: no curve or result of an earlier run in this directory
-        files.metrics.unlink(missing_ok=True)
-        files.result.unlink(missing_ok=True)
+        run_dir.start_fresh(files.dir, (files.metrics.name, files.result.name))
     files.dir.mkdir(parents=True, exist_ok=True)
     n_params = sum(p.numel() for p in model.parameters())
     files.write_json(
