@@ -68,6 +68,15 @@ def test_report_is_self_contained(compare_dir):
         assert attrs.get("alt")
 
 
+def test_first_screen_states_the_claim_and_the_answer_beside_the_plot(compare_dir):
+    page = (compare_dir[0] / "report.html").read_text()
+    summary = json.loads((compare_dir[0] / "compare.json").read_text())
+    first = page[: page.index("<nav>")]
+    assert summary["claim"] in first and summary["answer"].replace("'", "&#x27;") in first
+    assert '<div class="headline">' in first and "<img" in first
+    assert "the CPU kernel" in first and "start-up" in first
+
+
 def test_compare_report_has_every_piece(compare_dir):
     body = sections((compare_dir[0] / "report.html").read_text())
     assert list(body) == [title for title, _ in SECTIONS]
