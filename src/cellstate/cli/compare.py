@@ -192,7 +192,7 @@ def load_kernel() -> tuple[str, float]:
     except RuntimeError:
         what = f"unavailable ({cpu_kernel.failure()}): the runs use the reference backend"
     else:
-        what = "loaded from the cache" if cached else "compiled"
+        what = "ready (a build was in the cache)" if cached else "compiled"
     return what, time.perf_counter() - start
 
 
