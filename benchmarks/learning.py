@@ -29,8 +29,9 @@ import torch
 
 # name: (task, length or None, the paper's sequences (None: no figure), budget, model).
 # Budgets: the paper's figure (the target is to beat it), adding T=1000 the 200,000 target,
-# adding T=10,000 the 100,000 target; copy (no 1997 figure) 200,000; the plain-RNN cells find
-# the longest lag at which an RNN still solves adding.
+# adding T=10,000 the 100,000 target; copy (no 1997 figure) 200,000; long-lag the paper's 5,040
+# plus the 10,000 successive correct sequences its criterion needs (which cellstate counts); the
+# plain-RNN cells find the longest lag at which an RNN still solves adding.
 CELLS: dict[str, tuple[str, int | None, int | None, int, str]] = {
     "adding-100": ("adding", 100, 74_000, 74_000, "lstm"),
     "adding-500": ("adding", 500, 209_000, 209_000, "lstm"),
@@ -38,7 +39,7 @@ CELLS: dict[str, tuple[str, int | None, int | None, int, str]] = {
     "adding-10000": ("adding", 10_000, None, 100_000, "lstm"),
     "two-sequence": ("two-sequence", 100, 27_380, 27_380, "lstm"),
     "multiplication": ("multiplication", 100, 482_000, 482_000, "lstm"),
-    "long-lag": ("long-lag", 100, 5_040, 5_040, "lstm"),
+    "long-lag": ("long-lag", 100, 5_040, 15_040, "lstm"),
     "copy-100": ("copy", 100, None, 200_000, "lstm"),
     "copy-1000": ("copy", 1000, None, 200_000, "lstm"),
     "temporal-order": ("temporal-order", 100, 31_390, 31_390, "lstm"),
@@ -165,7 +166,7 @@ def collect(out: Path) -> list[dict]:
 def table(rows: list[dict]) -> str:
     """Markdown: per cell the paper's figure and each seed's sequences to solve."""
     lines = [
-        "| cell | paper | seed: sequences to solve (test wrong of 2560) | solved | seconds "
+        "| cell | paper | seed: sequences to solve (test wrong) | solved | seconds "
         "| peak MB | command (`cellstate train` ... `--seed S`) |",
         "| --- | ---: | --- | ---: | ---: | ---: | --- |",
     ]
@@ -176,12 +177,13 @@ def table(rows: list[dict]) -> str:
         paper = f"{CELLS[cell][2]:,}" if CELLS[cell][2] else "-"
         parts = []
         for r in sorted(runs, key=lambda r: r["seed"]):
+            wrong = f"{r['wrong']}/{r['test_size']}" if r.get("test_size") else r["wrong"]
             if r["solved"]:
-                parts.append(f"s{r['seed']}: **{r['sequences']:,}** ({r['wrong']})")
+                parts.append(f"s{r['seed']}: **{r['sequences']:,}** ({wrong})")
             elif r["finished"]:
-                parts.append(f"s{r['seed']}: not solved in {r['sequences']:,} ({r['wrong']})")
+                parts.append(f"s{r['seed']}: not solved in {r['sequences']:,} ({wrong})")
             else:
-                parts.append(f"s{r['seed']}: stopped unsolved at {r['sequences']:,} ({r['wrong']})")
+                parts.append(f"s{r['seed']}: stopped unsolved at {r['sequences']:,} ({wrong})")
         solved = sum(r["solved"] for r in runs)
         ordered = sorted(runs, key=lambda r: r["seed"])
         seconds = " / ".join(f"{r['seconds']:.0f}" for r in ordered)

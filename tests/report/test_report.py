@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def test_first_screen_states_the_claim_and_the_answer_beside_the_plot(compare_di
     page = (compare_dir[0] / "report.html").read_text()
     summary = json.loads((compare_dir[0] / "compare.json").read_text())
     first = page[: page.index("<nav>")]
-    assert summary["claim"] in first and summary["answer"].replace("'", "&#x27;") in first
+    assert escape(summary["claim"]) in first and escape(summary["answer"]) in first
     assert '<div class="headline">' in first and "<img" in first
     assert "the CPU kernel" in first and "start-up" in first
 
