@@ -87,5 +87,5 @@ def test_kernel_compile_is_timed_apart_from_the_runs(tmp_path, capsys, monkeypat
     assert all(r["result"]["seconds"] < compile_seconds for r in data["runs"])
     assert data["startup_seconds"] is None or 0 < data["startup_seconds"] < 3600
     printed = capsys.readouterr().out
-    assert "CPU kernel compiled in " in printed and "(not counted in the runs' seconds)" in printed
+    assert "CPU kernel compiled: " in printed and "(not counted in the runs' seconds)" in printed
     assert data["answer"] in printed and data["claim"].startswith("The article's claim")

@@ -278,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
     kernel, kernel_seconds = load_kernel()
     print(
         f"start-up {'unknown' if startup is None else f'{startup:.1f} s'}; "
-        f"CPU kernel {kernel} in {kernel_seconds:.1f} s (not counted in the runs' seconds)",
+        f"CPU kernel {kernel}: {kernel_seconds:.1f} s (not counted in the runs' seconds)",
         flush=True,
     )
     results, runs = [], []

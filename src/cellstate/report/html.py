@@ -223,7 +223,7 @@ def _headline(run_dir: Path) -> str:
     timing = f"The runs took {summary['seconds']:.0f} s one after another"
     if summary.get("startup_seconds") is not None:
         timing += f"; start-up {summary['startup_seconds']:.1f} s"
-    timing += f"; the CPU kernel {summary['kernel']} in {summary['kernel_seconds']:.1f} s."
+    timing += f"; CPU kernel {summary['kernel']}: {summary['kernel_seconds']:.1f} s."
     plot = run_dir / "compare.png"
     figure = (
         _image(plot.read_bytes(), "comparison plot")
