@@ -80,6 +80,7 @@ def test_kernel_compile_is_timed_apart_from_the_runs(tmp_path, capsys, monkeypat
 
     monkeypatch.setattr(compare.cpu_kernel, "is_built", lambda: False)
     monkeypatch.setattr(compare.cpu_kernel, "load", slow_load)
+    monkeypatch.setattr(compare, "write_report", lambda out: out / "report.html")  # not tested here
     argv = ["compare", "--lengths", "11", "--hidden", "4", "--max-sequences", "32"]
     assert main([*argv, "--test-size", "64", "--quiet", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "compare.json").read_text())
