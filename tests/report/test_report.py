@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -66,6 +67,15 @@ def test_report_is_self_contained(compare_dir):
         png = base64.b64decode(attrs["src"].split(",", 1)[1], validate=True)
         assert matplotlib.image.imread(io.BytesIO(png), format="png").shape[0] > 100
         assert attrs.get("alt")
+
+
+def test_first_screen_states_the_claim_and_the_answer_beside_the_plot(compare_dir):
+    page = (compare_dir[0] / "report.html").read_text()
+    summary = json.loads((compare_dir[0] / "compare.json").read_text())
+    first = page[: page.index("<nav>")]
+    assert escape(summary["claim"]) in first and escape(summary["answer"]) in first
+    assert '<div class="headline">' in first and "<img" in first
+    assert "CPU kernel" in first and "start-up" in first
 
 
 def test_compare_report_has_every_piece(compare_dir):

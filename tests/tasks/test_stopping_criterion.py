@@ -94,6 +94,17 @@ def test_test_kind_follows_the_latest_evaluation() -> None:
         monitor.update_test(ok(3))
 
 
+def test_test_kind_with_max_wrong_allows_that_many_errors() -> None:
+    monitor = StoppingCriterion("test", test_size=4, max_wrong=1).monitor()
+    monitor.update_test(flags(1, 0, 1, 0))
+    assert not monitor.satisfied(), "2 wrong, 1 allowed"
+    monitor.update_test(flags(1, 1, 0, 1))
+    assert monitor.satisfied()
+    assert "at most 1 of 4 fresh test sequences wrong" in monitor.criterion.describe()
+    with pytest.raises(ValueError, match="max_wrong"):
+        StoppingCriterion("st3", beta=0.1, window=4, max_wrong=1)
+
+
 def test_gave_up_counts_sequences() -> None:
     monitor = StoppingCriterion("window", window=5, max_sequences=10).monitor()
     monitor.update(0.0, flags(0, 0, 0, 0, 0, 0))

@@ -79,3 +79,13 @@ def test_differences_ignore_the_budget():
     assert a.differences(b) == []
     c = RunConfig(model=ModelConfig(hidden=8), training=TrainingConfig(lr=0.5))
     assert a.differences(c) == ["model.hidden", "training.lr"]
+
+
+def test_default_test_set_is_the_one_the_papers_criterion_uses():
+    sizes = {
+        name: RunConfig(TaskConfig(name)).training.test_size
+        for name in ("two-sequence", "reber", "multiplication", "adding")
+    }
+    assert sizes == {"two-sequence": 256, "reber": 256, "multiplication": 2560, "adding": 2560}
+    given = RunConfig(TaskConfig("two-sequence"), training=TrainingConfig(test_size=2560))
+    assert given.training.test_size == 2560

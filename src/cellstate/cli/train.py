@@ -82,7 +82,12 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=_default(t, "checkpoint_every"))
     parser.add_argument("--seed", type=int, default=_default(t, "seed"))
     parser.add_argument("--test-seed", type=int, default=_default(t, "test_seed"))
-    parser.add_argument("--test-size", type=int, default=_default(t, "test_size"))
+    parser.add_argument(
+        "--test-size",
+        type=int,
+        default=_default(t, "test_size"),
+        help="held-out sequences (default: the paper's, 256 for two-sequence and reber, else 2560)",
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), default=_default(t, "device"))
 
 

@@ -223,6 +223,29 @@ def _comparison(run_dir: Path) -> str:
     return "".join(parts)
 
 
+def _headline(run_dir: Path) -> str:
+    """The first screen of a comparison: the claim, the measured answer in one sentence, the
+    plot beside them and where the time went. Empty for a directory that is not a comparison."""
+    summary = _read_json(run_dir / "compare.json")
+    if summary is None or "answer" not in summary:
+        return ""
+    timing = f"The runs took {summary['seconds']:.0f} s one after another"
+    if summary.get("startup_seconds") is not None:
+        timing += f"; start-up {summary['startup_seconds']:.1f} s"
+    timing += f"; CPU kernel {summary['kernel']}: {summary['kernel_seconds']:.1f} s."
+    plot = run_dir / "compare.png"
+    figure = (
+        _image(plot.read_bytes(), "comparison plot")
+        if plot.is_file()
+        else _unavailable(f"no compare.png in {run_dir}")
+    )
+    return (
+        f'<div class="headline"><div><p>{_e(summary["claim"])}</p>'
+        f'<p class="answer">{_e(summary["answer"])}</p><p class="meta">{_e(timing)}</p></div>'
+        f"{figure}</div>"
+    )
+
+
 def _focus(runs: list[Run]) -> list[Run]:
     """The runs with a checkpoint at the longest lag of the first task scored at the last step:
     where the difference between the models shows most."""
@@ -389,6 +412,10 @@ th { background: #f3f3f3; }
 td:first-child, th:first-child { text-align: left; }
 .na { color: #8a5a00; background: #fff6e0; border-left: 4px solid #e0a800; padding: 0.4em 0.8em; }
 nav a { margin-right: 1em; }
+.headline { display: flex; gap: 1.5em; align-items: center; flex-wrap: wrap; }
+.headline > div { flex: 1 1 18em; }
+.headline figure { flex: 2 1 32em; margin: 0; }
+.answer { font-size: 1.15em; font-weight: 600; }
 """
 
 
@@ -432,7 +459,7 @@ def render(run_dir: Path) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>cellstate report: {_e(run_dir.name)}</title><style>{_STYLE}</style></head>"
         f"<body><h1>cellstate report: {_e(run_dir.name)}</h1><p class='meta'>{meta}</p>"
-        f"<nav>{''.join(nav)}</nav>{''.join(body)}</body></html>\n"
+        f"{_headline(run_dir)}<nav>{''.join(nav)}</nav>{''.join(body)}</body></html>\n"
     )
 
 

@@ -8,7 +8,8 @@ every criterion counts sequences, not batches. Kinds:
 - "window": the `window` most recent training sequences were all processed correctly
             (experiments 2a and 2c: 10,000 successive sequences).
 - "mse":    the average training error over the `window` most recent sequences is below `beta`.
-- "test":   a test set of `test_size` fresh sequences is processed without error (ST1).
+- "test":   a test set of `test_size` fresh sequences is processed without error (ST1), or with
+            at most `max_wrong` errors where the paper stopped at a count (multiplication).
 
 `max_sequences` is the paper's give-up point, where it had one (2a: 5,000,000).
 
@@ -45,6 +46,7 @@ class StoppingCriterion:
     window: int | None = None
     test_size: int | None = None
     max_sequences: int | None = None
+    max_wrong: int = 0  # "test" only
 
     def __post_init__(self) -> None:
         if self.kind not in _NEEDS:
@@ -55,6 +57,10 @@ class StoppingCriterion:
                 raise ValueError(f"{self.kind}: {field} must be a positive number, got {value!r}")
         if self.max_sequences is not None and self.max_sequences <= 0:
             raise ValueError(f"max_sequences must be positive or None, got {self.max_sequences!r}")
+        if self.max_wrong and (self.kind != "test" or not 0 < self.max_wrong < self.test_size):
+            raise ValueError(
+                f"max_wrong: only for kind 'test', between 0 and test_size; got {self.max_wrong!r}"
+            )
 
     def describe(self) -> str:
         """One line for logs and `cellstate tasks`."""
@@ -63,7 +69,9 @@ class StoppingCriterion:
             f"{self.window} sequences all correct",
             "window": f"the last {self.window} training sequences all correct",
             "mse": f"mean training error over the last {self.window} sequences < {self.beta}",
-            "test": f"no error on {self.test_size} fresh test sequences",
+            "test": f"at most {self.max_wrong} of {self.test_size} fresh test sequences wrong"
+            if self.max_wrong
+            else f"no error on {self.test_size} fresh test sequences",
         }[self.kind]
         if self.max_sequences is not None:
             text += f"; give up after {self.max_sequences} sequences"
@@ -104,7 +112,7 @@ class CriterionMonitor:
             raise ValueError(
                 f"test: expected at least {size} test sequences, got {correct.numel()}"
             )
-        self._test_passed = bool(correct.all())
+        self._test_passed = int((~correct).sum()) <= self.criterion.max_wrong
 
     def satisfied(self) -> bool:
         """True once the criterion holds."""
