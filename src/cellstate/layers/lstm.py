@@ -70,7 +70,9 @@ class LSTM(RecurrentBase):
     * ``return_states=True``: ``forward`` returns ``output, (h_n, c_n), states``, a
       :class:`~cellstate.RecurrentStates` with every step's h, c, i, f, g, o of every layer.
       ``forward(..., return_states=True)`` asks for it on one call.
-    * ``backend``: ``"auto"`` (default) or ``"reference"`` (pure PyTorch, the spec).
+    * ``backend``: ``"auto"`` (default: the CPU kernel for CPU tensors, else the reference),
+      ``"reference"`` (pure PyTorch, the spec), ``"cpu"`` (the fused C++ kernel) or ``"triton"``
+      (the GPU kernels); ``cellstate.kernels.dispatch`` chooses and says why it falls back.
 
     Example::
 
