@@ -20,10 +20,12 @@ def test_cpp_mask_equals_torch_spec(p, dtype):
 
 
 def test_indices_beyond_32_bits_use_the_high_half():
-    """Elements 2^32 apart differ (the high half of the index is mixed in)."""
-    k = torch.tensor([5, 5 + 2**32])
-    h = masks._mix(masks._mix((k & masks.MASK32) ^ 99) ^ (k >> 32))
-    assert h[0] != h[1]
+    """Elements 2^32 apart differ (the high half of the index is mixed in), through the hash
+    that hashed_mask uses (a mask of 2^32 elements would not fit in memory)."""
+    k = torch.tensor([5, 5 + 2**32, 6, 6 + 2**32])
+    h = masks.element_hash(99, k)
+    assert h[0] != h[1] and h[2] != h[3]
+    assert torch.equal(h[[0, 2]], masks.element_hash(99, torch.arange(7))[[5, 6]])
 
 
 def test_mask_statistics_and_reproducibility():

@@ -37,11 +37,15 @@ def _mix(x: Tensor) -> Tensor:
     return x ^ (x >> 16)
 
 
+def element_hash(seed: int | Tensor, k: Tensor) -> Tensor:
+    """The 32-bit hash of elements ``k`` (int64 indices) under ``seed``."""
+    return _mix(_mix((k & MASK32) ^ (seed & MASK32)) ^ (k >> 32) ^ (seed >> 32))
+
+
 def hashed_mask(seed: int | Tensor, shape: tuple[int, ...], p: float, like: Tensor) -> Tensor:
     """The mask with torch integer ops: any device, dtype of ``like``; seed an int or a 0-dim
     int64 tensor."""
-    k = torch.arange(math.prod(shape), dtype=torch.int64, device=like.device)
-    h = _mix(_mix((k & MASK32) ^ (seed & MASK32)) ^ (k >> 32) ^ (seed >> 32))
+    h = element_hash(seed, torch.arange(math.prod(shape), dtype=torch.int64, device=like.device))
     limit = math.ceil(p * 2**24)  # integers below p * 2^24
     return ((h >> 8) < limit).to(like.dtype).view(shape)
 
