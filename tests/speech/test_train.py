@@ -89,3 +89,12 @@ def test_the_report_has_a_speech_section(tone_corpus, tmp_path):
     assert "not available" not in section
     assert section.count("<img") == 2  # WER curves, spectrogram with the CTC outputs
     assert "<td>lstm</td>" in section and "<td>rnn</td>" in section
+
+
+def test_a_loss_that_turns_nan_stops_the_run_in_one_line(tone_corpus, tmp_path, capsys):
+    """--lr 1e30 sends the weights to ~1e30 in one Adam step: the next loss is not finite."""
+    assert _train(tone_corpus, tmp_path / "run", "--lr", "1e30", "--max-steps", "4") == 2
+    err = capsys.readouterr().err
+    assert "the training loss became" in err and "lower --lr (1e+30)" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "result.json").exists()

@@ -27,6 +27,7 @@ from cellstate.speech.train import (
 )
 from cellstate.speech.train import train as run_training
 from cellstate.speech.transcribe import transcribe_file
+from cellstate.training.divergence import Diverged
 
 USAGE_ERROR = 2
 DEFAULTS = TrainConfig(max_steps=1)
@@ -155,7 +156,10 @@ def run_train(args) -> int:
         data = load_data(config, resume_from, progress)
     except (ValueError, OSError) as error:  # ManifestError and AudioError are ValueErrors
         return _fail("train", error)
-    result = run_training(config, data, resume_from, progress)
+    try:
+        result = run_training(config, data, resume_from, progress)
+    except (Diverged, OSError) as error:  # a NaN loss, a full disk: one line
+        return _fail("train", error)
     if "interrupted" in result:
         print(
             f"stopped by {result['interrupted']} at step {result['steps']}; "

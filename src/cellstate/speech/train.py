@@ -31,6 +31,7 @@ from cellstate.speech.features import FeatureConfig, file_features
 from cellstate.speech.manifest import read_manifest
 from cellstate.speech.model import ModelConfig, SpeechModel
 from cellstate.training import checkpoint, run_dir
+from cellstate.training.divergence import check_loss
 from cellstate.training.interrupt import GracefulStop
 
 CHECKPOINT_KIND = "cellstate-speech"
@@ -373,6 +374,11 @@ def train(config: TrainConfig, data: Data, resume_from: dict | None = None, prog
                 features = spec_augment(features, lengths, batches)
             log_probs, steps = model(features.to(device), lengths.to(device))  # (T', B, V + 1)
             loss = ctc(log_probs, targets.to(device), steps, target_lengths.to(device))
+            advice = (
+                f"lower --lr ({config.lr:g}); an infinite CTC loss also comes from a transcript "
+                "with more words than its audio has steps"
+            )
+            check_loss(loss.item(), f"step {step + 1}", files.checkpoint, advice)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
