@@ -41,7 +41,7 @@ def reverse_index(lengths: Tensor | None, T: int, B: int, device) -> Tensor:
     return torch.where(t < L, L - 1 - t, t)
 
 
-def _time_gather(x: Tensor, index: Tensor) -> Tensor:
+def time_gather(x: Tensor, index: Tensor) -> Tensor:
     """x (T, B, *) gathered along time by index (T, B)."""
     return x.gather(0, index.view(*index.shape, 1).expand_as(x))
 
@@ -81,7 +81,7 @@ def lstm_layer(
     T, B, _ = x.shape
     if reverse:
         index = reverse_index(lengths, T, B, x.device)
-        x = _time_gather(x, index)
+        x = time_gather(x, index)
 
     xw = x @ p.w_ih.t()  # (T, B, G): every input projection in one GEMM
     if p.ln_ih is not None:
@@ -149,9 +149,9 @@ def lstm_layer(
     output = torch.stack(outputs)  # (T, B, P)
     states = {k: torch.stack(v) for k, v in record.items()} if return_states else None
     if reverse:
-        output = _time_gather(output, index)
+        output = time_gather(output, index)
         if states is not None:
-            states = {k: _time_gather(v, index) for k, v in states.items()}
+            states = {k: time_gather(v, index) for k, v in states.items()}
     return output, h, c, states
 
 
@@ -171,7 +171,7 @@ def rnn_layer(
     T, B, _ = x.shape
     if reverse:
         index = reverse_index(lengths, T, B, x.device)
-        x = _time_gather(x, index)
+        x = time_gather(x, index)
     act = torch.tanh if p.nonlinearity == "tanh" else torch.relu
 
     xw = x @ p.w_ih.t()  # (T, B, H)
@@ -196,5 +196,5 @@ def rnn_layer(
 
     output = torch.stack(outputs)  # (T, B, H)
     if reverse:
-        output = _time_gather(output, index)
+        output = time_gather(output, index)
     return output, h, ({"h": output} if return_states else None)

@@ -22,7 +22,7 @@ from torch import Tensor
 from cellstate.kernels import reference
 from cellstate.kernels.cpu import build
 from cellstate.kernels.params import LSTMLayerParams, RNNLayerParams, StepNoise
-from cellstate.kernels.reference import reverse_index
+from cellstate.kernels.reference import reverse_index, time_gather
 
 DTYPES = (torch.float32, torch.float64)
 HALF_DTYPES = (torch.bfloat16, torch.float16)  # stored in half precision, computed in float32
@@ -68,11 +68,6 @@ def _in_float32(layer, x: Tensor, *args, **kwargs):
     states throughout the sequence. Gradients come back through the casts in each dtype."""
     results = layer(x.float(), *_converted(args, HALF_DTYPES, torch.float32), **kwargs)
     return _converted(results, (torch.float32,), x.dtype)
-
-
-def _time_gather(x: Tensor, index: Tensor) -> Tensor:
-    """x (T, B, *) gathered along time by index (T, B)."""
-    return x.gather(0, index.view(*index.shape, 1).expand_as(x))
 
 
 def _none_if_empty(t: Tensor, present: bool) -> Tensor | None:
@@ -398,7 +393,7 @@ def lstm_layer(
     T, B, _ = x.shape
     if reverse:
         index = reverse_index(lengths, T, B, x.device)
-        x = _time_gather(x, index)
+        x = time_gather(x, index)
     if lengths is not None:
         lengths = lengths.to(device="cpu", dtype=torch.int64)
     params = (p.w_ih, p.w_hh, p.b_ih, p.b_hh, p.w_hr, p.w_ci, p.w_cf, p.w_co)
@@ -423,9 +418,9 @@ def lstm_layer(
             f = f.detach()  # the constant 1 of the 1997 cell, as in the reference
         states = {"h": output, "c": c, "i": i, "f": f, "g": g, "o": o}
     if reverse:
-        output = _time_gather(output, index)
+        output = time_gather(output, index)
         if states is not None:
-            states = {k: _time_gather(v, index) for k, v in states.items()}
+            states = {k: time_gather(v, index) for k, v in states.items()}
     return output, h_n, c_n, states
 
 
@@ -546,12 +541,12 @@ def rnn_layer(
     T, B, _ = x.shape
     if reverse:
         index = reverse_index(lengths, T, B, x.device)
-        x = _time_gather(x, index)
+        x = time_gather(x, index)
     if lengths is not None:
         lengths = lengths.to(device="cpu", dtype=torch.int64)
     output, h_n = rnn_forward(
         x, h0, p.w_ih, p.w_hh, p.b_ih, p.b_hh, lengths, p.nonlinearity == "relu"
     )
     if reverse:
-        output = _time_gather(output, index)
+        output = time_gather(output, index)
     return output, h_n, ({"h": output} if return_states else None)

@@ -13,17 +13,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cellstate.kernels.params import LSTMLayerParams, RNNLayerParams, StepNoise
-from cellstate.kernels.reference import LAYER_NORM_EPS, reverse_index
+from cellstate.kernels.reference import LAYER_NORM_EPS, reverse_index, time_gather
 from cellstate.kernels.triton.lstm_ops import lstm_forward
 from cellstate.kernels.triton.rnn_ops import rnn_forward
 from cellstate.kernels.triton.runtime import unsupported
 
 __all__ = ["lstm_layer", "rnn_layer", "unsupported"]
-
-
-def _time_gather(x: Tensor, index: Tensor) -> Tensor:
-    """x (T, B, *) gathered along time by index (T, B)."""
-    return x.gather(0, index.view(*index.shape, 1).expand_as(x))
 
 
 def _input_side(x: Tensor, p: LSTMLayerParams | RNNLayerParams, compute: torch.dtype) -> Tensor:
@@ -50,7 +45,7 @@ def _prepare(x: Tensor, lengths: Tensor | None, reverse: bool):
     T, B, _ = x.shape
     index = reverse_index(lengths, T, B, x.device) if reverse else None
     if index is not None:
-        x = _time_gather(x, index)
+        x = time_gather(x, index)
     if lengths is not None:
         lengths = lengths.to(device=x.device, dtype=torch.int64)
     return x, lengths, index
@@ -105,9 +100,9 @@ def lstm_layer(
             "o": record(gates[-1]),
         }
     if index is not None:
-        output = _time_gather(output, index)
+        output = time_gather(output, index)
         if states is not None:
-            states = {k: _time_gather(v, index) for k, v in states.items()}
+            states = {k: time_gather(v, index) for k, v in states.items()}
     return output, h_n, c_n, states
 
 
@@ -126,5 +121,5 @@ def rnn_layer(
     xa = _input_side(x, p, _compute_dtype(x))
     output, h_all, _ = rnn_forward(xa, h0, p.w_hh.contiguous(), lengths, p.nonlinearity == "relu")
     if index is not None:
-        output = _time_gather(output, index)
+        output = time_gather(output, index)
     return output, h_all[-1].to(x.dtype), ({"h": output} if return_states else None)
