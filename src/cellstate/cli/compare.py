@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -24,6 +23,7 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from cellstate.cli.errors import usage_error
 from cellstate.cli.train import RUN_FILES  # noqa: E402
 from cellstate.kernels.cpu import build as cpu_kernel  # noqa: E402
 from cellstate.report.html import write_report  # noqa: E402
@@ -78,11 +78,6 @@ def register(subparsers) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--device", choices=DEVICES, default="cpu", help="default cpu")
     parser.set_defaults(func=run)
-
-
-def _error(message: str) -> int:
-    print(f"cellstate compare: error: {message}", file=sys.stderr)
-    return 2
 
 
 def _parse_list(text: str, name: str, convert) -> list:
@@ -272,13 +267,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         configs = build_configs(args)
     except ValueError as error:
-        return _error(str(error))
+        return usage_error("compare", error)
     out = Path(args.out or time.strftime("runs/compare-%Y%m%d-%H%M%S"))
     try:
         refuse_existing(out, "comparison")
         check_writable(out)
     except ValueError as error:
-        return _error(str(error))
+        return usage_error("compare", error)
     print(
         f"compare: {configs[0].task.name}, {len(configs)} runs of at most "
         f"{args.max_sequences:,} sequences each -> {out}"

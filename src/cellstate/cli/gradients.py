@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
+from cellstate.cli.errors import usage_error
 from cellstate.diagnostics.exploding import clipping_demo, exploding_flow, growth_per_step
 from cellstate.diagnostics.gradient_flow import GradientFlow, gradient_flow
 from cellstate.diagnostics.models import build_model, default_config, load_model
@@ -69,11 +69,6 @@ def register(subparsers) -> None:
         help="also train an exploding RNN with and without clipping (a few seconds)",
     )
     parser.set_defaults(func=run)
-
-
-def _error(message: str) -> int:
-    print(f"cellstate gradients: error: {message}", file=sys.stderr)
-    return 2
 
 
 def _models(args) -> dict[str, tuple[torch.nn.Module, RunConfig]]:
@@ -147,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         record, flows, setting = measure(args)
     except (ValueError, FileNotFoundError, NotImplementedError) as error:
-        return _error(str(error))
+        return usage_error("gradients", error)
     out = Path(args.out)
     written = [save_png(gradient_flow_figure(flows, setting), out / "gradient_flow.png")]
     if args.explode is not None:

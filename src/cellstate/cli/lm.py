@@ -15,6 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
+from cellstate.cli.errors import print_usage, usage_error
 from cellstate.lm.corpus import DEFAULT_MAX_CHARS
 from cellstate.lm.sample import SampleConfig, sample, start_text
 from cellstate.lm.train import (
@@ -29,7 +30,6 @@ from cellstate.lm.train import train as run_training
 from cellstate.training.divergence import Diverged
 from cellstate.training.run_dir import RunDirError
 
-USAGE_ERROR = 2
 DEFAULTS = TrainConfig()
 DEFAULTS_SHOWN = {
     "max_steps": f"{DEFAULT_MAX_STEPS} unless --max-minutes is given",
@@ -61,7 +61,7 @@ TRAIN_OPTIONS = (
 def register(subparsers) -> None:
     parser = subparsers.add_parser("lm", help="character-level LSTM language model")
     commands = parser.add_subparsers(dest="lm_command", metavar="{train,sample}")
-    parser.set_defaults(func=lambda args: _usage(parser))
+    parser.set_defaults(func=lambda args: print_usage(parser))
 
     train = commands.add_parser(
         "train",
@@ -108,17 +108,6 @@ def register(subparsers) -> None:
     sample_parser.set_defaults(func=run_sample)
 
 
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return USAGE_ERROR
-
-
-def _fail(command: str, error: Exception) -> int:
-    message = " ".join(str(error).split())  # one line, whatever the exception held
-    print(f"cellstate lm {command}: error: {message}", file=sys.stderr)
-    return USAGE_ERROR
-
-
 def run_train(args) -> int:
     overrides = {field: getattr(args, field) for _, field, *_ in TRAIN_OPTIONS if field in args}
     if "texts" in args:  # absolute, so that --resume finds them from anywhere
@@ -127,12 +116,12 @@ def run_train(args) -> int:
         config, resume_from = prepare(overrides, resume=args.resume)
         data = load_data(config, resume_from)
     except (ValueError, OSError) as error:  # CorpusError is a ValueError
-        return _fail("train", error)
+        return usage_error("lm train", error)
     progress = False if args.no_progress else None
     try:
         result = run_training(config, data, resume_from, progress=progress)
     except (Diverged, RunDirError, OSError) as error:  # a NaN loss, a full disk: one line
-        return _fail("train", error)
+        return usage_error("lm train", error)
     if "interrupted" in result:
         print(
             f"stopped by {result['interrupted']} at step {result['steps']}; "
@@ -153,7 +142,7 @@ def run_sample(args) -> int:
         model, vocab = build_model(load_lm_checkpoint(args.checkpoint))
         start_text(vocab, config.prompt)
     except (ValueError, OSError) as error:  # FileNotFoundError is an OSError
-        return _fail("sample", error)
+        return usage_error("lm sample", error)
     text = sample(model, vocab, config)
     print((config.prompt or "") + text)
     return 0

@@ -15,6 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
+from cellstate.cli.errors import print_usage, usage_error
 from cellstate.speech.audio import AudioError
 from cellstate.speech.synthesis import DEFAULT_UTTERANCES, EspeakMissing, synthesise
 from cellstate.speech.train import (
@@ -29,7 +30,6 @@ from cellstate.speech.train import train as run_training
 from cellstate.speech.transcribe import transcribe_file
 from cellstate.training.divergence import Diverged
 
-USAGE_ERROR = 2
 DEFAULTS = TrainConfig(max_steps=1)
 DEFAULTS_SHOWN = {
     "forget_bias": "1.0",
@@ -74,7 +74,7 @@ TRAIN_OPTIONS = (
 def register(subparsers) -> None:
     parser = subparsers.add_parser("speech", help="connected-digit speech recognition (CTC)")
     commands = parser.add_subparsers(dest="speech_command", metavar="{data,train,transcribe}")
-    parser.set_defaults(func=lambda args: _usage(parser))
+    parser.set_defaults(func=lambda args: print_usage(parser))
 
     data = commands.add_parser(
         "data",
@@ -121,24 +121,13 @@ def register(subparsers) -> None:
     transcribe.set_defaults(func=run_transcribe)
 
 
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return USAGE_ERROR
-
-
-def _fail(command: str, error: Exception) -> int:
-    message = " ".join(str(error).split())  # one line, whatever the exception held
-    print(f"cellstate speech {command}: error: {message}", file=sys.stderr)
-    return USAGE_ERROR
-
-
 def run_data(args) -> int:
     try:
         info = synthesise(
             args.out, args.utterances, args.seed, progress=False if args.no_progress else None
         )
     except (EspeakMissing, ValueError, OSError) as error:
-        return _fail("data", error)
+        return usage_error("speech data", error)
     print(
         f"wrote {info['train']} training and {info['test']} test utterances to {args.out} "
         f"in {info['seconds']:.1f} s; test voices: {', '.join(info['test_variants'])}"
@@ -155,11 +144,11 @@ def run_train(args) -> int:
         config, resume_from = prepare(overrides, resume=args.resume)
         data = load_data(config, resume_from, progress)
     except (ValueError, OSError) as error:  # ManifestError and AudioError are ValueErrors
-        return _fail("train", error)
+        return usage_error("speech train", error)
     try:
         result = run_training(config, data, resume_from, progress)
     except (Diverged, OSError) as error:  # a NaN loss, a full disk: one line
-        return _fail("train", error)
+        return usage_error("speech train", error)
     if "interrupted" in result:
         print(
             f"stopped by {result['interrupted']} at step {result['steps']}; "
@@ -179,11 +168,11 @@ def run_transcribe(args) -> int:
     try:
         model, vocab, features = build_model(load_speech_checkpoint(args.checkpoint))
     except (ValueError, OSError) as error:
-        return _fail("transcribe", error)
+        return usage_error("speech transcribe", error)
     status = 0
     for path in args.files:
         try:
             print(f"{path}\t{transcribe_file(model, vocab, features, path)}", flush=True)
         except (AudioError, OSError) as error:
-            status = _fail("transcribe", error)
+            status = usage_error("speech transcribe", error)
     return status

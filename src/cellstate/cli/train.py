@@ -16,6 +16,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from cellstate.cli.errors import usage_error
 from cellstate.training.config import (
     BACKENDS,
     DTYPES,
@@ -133,16 +134,11 @@ def describe(result: Result) -> str:
     )
 
 
-def _error(message: str) -> int:
-    print(f"cellstate train: error: {message}", file=sys.stderr)
-    return 2
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
     except ValueError as error:
-        return _error(str(error))
+        return usage_error("train", error)
     t = config.training
     out = Path(
         args.out
@@ -151,13 +147,15 @@ def run(args: argparse.Namespace) -> int:
     )
     existing = (out / "checkpoint.pt").is_file()
     if existing and not (args.resume or args.force):
-        return _error(f"{out} already holds a run; pass --resume to continue it or --force")
+        return usage_error(
+            "train", f"{out} already holds a run; pass --resume to continue it or --force"
+        )
     if args.resume and not existing:
-        return _error(f"--resume: no checkpoint in {out}")
+        return usage_error("train", f"--resume: no checkpoint in {out}")
     try:
         check_writable(out)
     except ValueError as error:
-        return _error(str(error))
+        return usage_error("train", error)
     if not existing and any((out / name).exists() for name in RUN_FILES):
         print(f"cellstate train: {out} held a run stopped before its first checkpoint (nothing to "
               "resume); starting afresh", file=sys.stderr)  # fmt: skip
@@ -169,11 +167,11 @@ def run(args: argparse.Namespace) -> int:
         try:
             trainer = Trainer(config, out, resume=args.resume, progress=not args.quiet, world=world)
         except (ResumeError, ValueError) as error:
-            return _error(str(error))
+            return usage_error("train", error)
         try:
             result = trainer.run()
         except (Diverged, OSError) as error:  # a NaN loss, a full disk: one line, not a trace
-            return _error(str(error))
+            return usage_error("train", error)
         if result is None:
             return 128 + signal.Signals[trainer.stop_signal or "SIGINT"].value
         if world.is_main:
