@@ -17,17 +17,12 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import matplotlib
-import matplotlib.ticker
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
 from cellstate.cli.errors import usage_error
-from cellstate.cli.train import RUN_FILES  # noqa: E402
-from cellstate.kernels.cpu import build as cpu_kernel  # noqa: E402
-from cellstate.report.html import write_report  # noqa: E402
-from cellstate.training.config import (  # noqa: E402
+from cellstate.cli.train import RUN_FILES
+from cellstate.kernels.cpu import build as cpu_kernel
+from cellstate.report.html import write_report
+from cellstate.report.plots import comparison_figure, save_png
+from cellstate.training.config import (
     DEVICES,
     MODELS,
     ModelConfig,
@@ -35,8 +30,8 @@ from cellstate.training.config import (  # noqa: E402
     TaskConfig,
     TrainingConfig,
 )
-from cellstate.training.run_dir import check_writable, refuse_existing  # noqa: E402
-from cellstate.training.trainer import Result, Trainer  # noqa: E402
+from cellstate.training.run_dir import check_writable, refuse_existing
+from cellstate.training.trainer import Result, Trainer
 
 # Chosen by measurement (RESULTS.md, "cellstate compare"): from the shortest lag the adding
 # problem allows to the article's 1000, within ~3 minutes on 2 cores; the budget is what the
@@ -211,55 +206,11 @@ def startup_seconds() -> float | None:
     return max(0.0, time.time() - (boot + ticks / os.sysconf("SC_CLK_TCK")))
 
 
-def plot(results: list[Result], path: Path, task: str) -> None:
-    """Sequences to solve (hollow markers: budget spent, not solved) and final test error
-    against the lag, one line per model."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for model, colour in (("rnn", "tab:red"), ("lstm", "tab:blue")):
-        runs = sorted((r for r in results if r.model == model), key=lambda r: r.length or 0)
-        if not runs:
-            continue
-        lengths = [r.length for r in runs]
-        left.plot(lengths, [r.sequences for r in runs], color=colour, label=model.upper())
-        for r in runs:
-            left.scatter(
-                r.length,
-                r.sequences,
-                color=colour,
-                facecolors=colour if r.solved else "none",
-                zorder=3,
-            )
-        right.plot(lengths, [r.test_error for r in runs], "o-", color=colour, label=model.upper())
-    left.set(
-        xscale="log",
-        yscale="log",
-        xlabel="lag T",
-        ylabel="training sequences",
-        title=f"{task}: sequences to solve (hollow: not solved)",
-    )
-    right.set(
-        xscale="log", xlabel="lag T", ylabel="test error (fraction wrong)", ylim=(-0.02, 1.02)
-    )
-    right.set_title(f"{task}: final test error")
-    lengths = sorted({r.length for r in results if r.length is not None})
-    for ax in (left, right):
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-        # The lags themselves as ticks, in plain numbers rather than 10^x.
-        ax.set_xticks(lengths, [str(T) for T in lengths])
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-    left.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
-    left.yaxis.set_minor_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def write_outputs(out: Path, summary: dict, results: list[Result]) -> list[Path]:
     """Everything compare writes from its results. The single place to add a report."""
     data_path, plot_path = out / "compare.json", out / "compare.png"
     data_path.write_text(json.dumps(summary, indent=2) + "\n")
-    plot(results, plot_path, summary["task"])
+    save_png(comparison_figure(results, summary["task"]), plot_path, dpi=110)
     return [data_path, plot_path, write_report(out)]
 
 
