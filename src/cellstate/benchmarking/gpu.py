@@ -1,5 +1,5 @@
-"""``cellstate bench --device cuda``: the Triton backend against torch.nn.LSTM on a CUDA GPU
-(issue 11's benchmark and targets); ``benchmarks/gpu.py`` runs the same thing.
+"""The Triton backend against torch.nn.LSTM on a CUDA GPU (issue 11's benchmark and targets);
+``cellstate bench --device cuda`` and ``benchmarks/gpu.py`` run it.
 
     cellstate bench --device cuda --out gpu.json      # on a machine with a CUDA GPU
     python benchmarks/gpu.py --smoke                  # tiny, on CPU through Triton's interpreter
@@ -45,13 +45,14 @@ VARIANTS = {
     "recurrent_dropout": {"recurrent_dropout": 0.1},
     "return_states": {"return_states": True},
 }
-DTYPES = {  # name: (dtype, TF32 allowed)
+# The precisions measured, by --dtypes name: (dtype, TF32 allowed).
+PRECISIONS = {
     "fp32": (torch.float32, False),
     "fp32-tf32": (torch.float32, True),
     "fp16": (torch.float16, False),
     "bf16": (torch.bfloat16, False),
 }
-VARIANT_DTYPES = ("fp32", "bf16")
+VARIANT_PRECISIONS = ("fp32", "bf16")
 TARGET_PLAIN = 1.5  # x torch.nn.LSTM, training
 TARGET_NO_CUDNN = 1.0  # x torch.nn.LSTM where torch does not use cuDNN
 TARGET_VARIANT = 1.3  # x the plain Triton layer
@@ -184,7 +185,7 @@ def measure_plain(rec: Recorder, shapes, dtypes, repeats: int, device) -> None:
     for shape in shapes:
         T, B, D, H = shape
         for dname in dtypes:
-            dtype, tf32 = DTYPES[dname]
+            dtype, tf32 = PRECISIONS[dname]
             _set_tf32(tf32, device)
             torch_lstm = nn.LSTM(D, H, device=device, dtype=dtype)
             ours = cellstate.LSTM.from_torch(torch_lstm, backend="triton")
@@ -205,7 +206,7 @@ def measure_variants(rec: Recorder, shapes, dtypes, repeats: int, device) -> Non
     for shape in shapes:
         T, B, D, H = shape
         for dname in dtypes:
-            dtype, tf32 = DTYPES[dname]
+            dtype, tf32 = PRECISIONS[dname]
             _set_tf32(tf32, device)
             x = _input(shape, dtype, device, packed=False)
             models = {
@@ -278,7 +279,13 @@ def verdicts(rows: list[dict]) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The GPU benchmark's own options (``--out`` and ``--repeats`` are bench's)."""
-    parser.add_argument("--dtypes", nargs="*", choices=list(DTYPES), default=list(DTYPES))
+    parser.add_argument(
+        "--dtypes",
+        nargs="*",
+        choices=list(PRECISIONS),
+        default=list(PRECISIONS),
+        help="GPU: the precisions to measure (default: all)",
+    )
     parser.add_argument("--no-variants", action="store_true", help="GPU: skip the variants")
     parser.add_argument("--no-reference", action="store_true", help="GPU: skip the reference")
     parser.add_argument("--smoke", action="store_true", help="GPU: tiny, on CPU (interpreter)")
@@ -317,7 +324,7 @@ def run(args: argparse.Namespace) -> int:
         device = torch.device("cuda")
         shapes, variant_shapes, reference_shape = SHAPES, VARIANT_SHAPES, REFERENCE_SHAPE
         dtypes, repeats = args.dtypes, args.repeats
-        variant_dtypes = [d for d in VARIANT_DTYPES if d in dtypes]
+        variant_dtypes = [d for d in VARIANT_PRECISIONS if d in dtypes]
     rec = Recorder(args.out, machine(device))
     print(json.dumps(rec.data["machine"]))
     torch.manual_seed(0)
