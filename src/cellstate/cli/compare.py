@@ -24,7 +24,7 @@ from cellstate.report.html import write_report
 from cellstate.report.plots import comparison_figure, save_png
 from cellstate.training.config import (
     DEVICES,
-    MODELS,
+    MODEL_KINDS,
     ModelConfig,
     RunConfig,
     TaskConfig,
@@ -90,8 +90,8 @@ def build_configs(args: argparse.Namespace) -> list[RunConfig]:
     lengths = _parse_list(args.lengths, "lengths", int)
     models = _parse_list(args.models, "models", str)
     for model in models:
-        if model not in MODELS:
-            raise ValueError(f"--models: unknown model {model!r}; known: {', '.join(MODELS)}")
+        if model not in MODEL_KINDS:
+            raise ValueError(f"--models: unknown model {model!r}; known: {', '.join(MODEL_KINDS)}")
     budget = args.max_sequences
     return [
         RunConfig(
@@ -127,10 +127,10 @@ def table(results: list[Result]) -> str:
 
 def verdict(results: list[Result]) -> str:
     """One line: the longest lag each model solved, and where the RNN failed but the LSTM not."""
-    solved = {m: [r.length for r in results if r.model == m and r.solved] for m in MODELS}
+    solved = {m: [r.length for r in results if r.model == m and r.solved] for m in MODEL_KINDS}
     parts = [
         f"{m.upper()} solved up to T={max(solved[m])}" if solved[m] else f"{m.upper()} solved none"
-        for m in MODELS
+        for m in MODEL_KINDS
         if any(r.model == m for r in results)
     ]
     by_length: dict = {}

@@ -19,9 +19,9 @@ from pathlib import Path
 from cellstate.cli.errors import usage_error
 from cellstate.training.config import (
     BACKENDS,
-    DTYPES,
     INITS,
-    MODELS,
+    MODEL_DTYPES,
+    MODEL_KINDS,
     OPTIMIZERS,
     OUTPUTS,
     ModelConfig,
@@ -63,13 +63,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     m, t = ModelConfig, TrainingConfig
     parser.add_argument("--task", default=_default(TaskConfig, "name"), help="(cellstate tasks)")
     parser.add_argument("--length", type=int, help="T, the task's length parameter")
-    parser.add_argument("--model", choices=MODELS, default=_default(m, "kind"))
+    parser.add_argument("--model", choices=MODEL_KINDS, default=_default(m, "kind"))
     parser.add_argument("--hidden", type=int, default=_default(m, "hidden"))
     parser.add_argument("--init", choices=INITS, help="default: chrono (LSTM), default (RNN)")
     parser.add_argument("--t-max", type=float, help="chrono T_max (default: the task's lag)")
     parser.add_argument("--forget-bias", type=float, default=_default(m, "forget_bias"))
     parser.add_argument("--output", choices=OUTPUTS, default=_default(m, "output"))
-    parser.add_argument("--dtype", choices=DTYPES, default=_default(m, "dtype"))
+    parser.add_argument("--dtype", choices=MODEL_DTYPES, default=_default(m, "dtype"))
     parser.add_argument("--backend", choices=BACKENDS, default=_default(m, "backend"))
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=_default(t, "optimizer"))
     parser.add_argument("--lr", type=float, default=_default(t, "lr"))
