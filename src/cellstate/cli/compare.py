@@ -56,19 +56,23 @@ def register(subparsers) -> None:
         description="Train a plain RNN and an LSTM on one task at several lags and compare "
         "the training sequences each needs to meet the paper's criterion.",
     )
-    parser.add_argument("--task", default=DEFAULT_TASK)
+    parser.add_argument("--task", default=DEFAULT_TASK, help="the task (default %(default)s)")
     parser.add_argument(
         "--lengths",
         default=",".join(map(str, DEFAULT_LENGTHS)),
         help="comma-separated lags T (default %(default)s)",
     )
     parser.add_argument("--models", default=",".join(("rnn", "lstm")), help="default rnn,lstm")
-    parser.add_argument("--hidden", type=int, default=DEFAULT_HIDDEN)
+    parser.add_argument(
+        "--hidden", type=int, default=DEFAULT_HIDDEN, help="hidden size H (default %(default)s)"
+    )
     parser.add_argument(
         "--max-sequences", type=int, default=DEFAULT_BUDGET, help="budget of each run"
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--test-size", type=int, default=2560)
+    parser.add_argument("--seed", type=int, default=0, help="random seed of every run (default 0)")
+    parser.add_argument(
+        "--test-size", type=int, default=2560, help="held-out sequences per run (default 2560)"
+    )
     parser.add_argument("--out", help="output directory (default runs/compare-YYYYmmdd-HHMMSS)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--device", choices=DEVICES, default="cpu", help="default cpu")

@@ -42,7 +42,9 @@ def register(subparsers) -> None:
         "Without --checkpoint the models are the lab's defaults (cellstate train's) at "
         "initialisation.",
     )
-    parser.add_argument("--model", choices=("rnn", "lstm", "both"), default="both")
+    parser.add_argument(
+        "--model", choices=("rnn", "lstm", "both"), default="both", help="default: both"
+    )
     parser.add_argument("--task", help="a task scored at the last step (default: adding)")
     parser.add_argument("--length", type=int, help="T (default: the task's, or the checkpoint's)")
     parser.add_argument(
@@ -51,7 +53,9 @@ def register(subparsers) -> None:
         metavar="PATH",
         help="a cellstate train checkpoint to measure instead (repeat for one RNN and one LSTM)",
     )
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="task sequences averaged over (default 32)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="for the batch and the initial weights")
     parser.add_argument("--out", default="runs/gradients", help="where the plots go")
     parser.add_argument("--json", action="store_true", help="print the measurements as JSON")

@@ -23,7 +23,9 @@ def register(subparsers) -> None:
         description="Write one self-contained HTML page (images embedded, readable offline) "
         "for a cellstate train or cellstate compare directory.",
     )
-    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument(
+        "run_dir", metavar="RUN_DIR", help="a cellstate train or cellstate compare directory"
+    )
     parser.set_defaults(func=run)
 
 
