@@ -39,6 +39,13 @@ from cellstate.training.divergence import Diverged
 from cellstate.training.run_dir import check_writable
 from cellstate.training.trainer import RUN_FILES, Result, ResumeError, Trainer
 
+
+def _with_task_defaults(field: str, general: float) -> str:
+    """A default that some tasks change (TASK_DEFAULTS), as --help shows it."""
+    special = [f"{task} {value[field]}" for task, value in TASK_DEFAULTS.items() if field in value]
+    return ", ".join([str(general), *special])
+
+
 TASK_FLAGS = (
     Flag("name", "the task (cellstate tasks lists them)", name="--task"),
     Flag("length", "T, the task's length parameter", shown="the task's"),
@@ -63,12 +70,12 @@ MODEL_FLAGS = (
 )
 TRAINING_FLAGS = (
     Flag("optimizer", "the optimizer", choices=OPTIMIZERS),
-    Flag("lr", "learning rate", shown=f"{DEFAULT_LR}, reber {TASK_DEFAULTS['reber']['lr']}"),
+    Flag("lr", "learning rate", shown=_with_task_defaults("lr", DEFAULT_LR)),
     Flag("momentum", "SGD momentum (optimizer sgd only)"),
     Flag(
         "batch_size",
         "sequences per update",
-        shown=f"{DEFAULT_BATCH_SIZE}, reber {TASK_DEFAULTS['reber']['batch_size']}",
+        shown=_with_task_defaults("batch_size", DEFAULT_BATCH_SIZE),
     ),
     Flag("clip", "gradient-norm threshold; 0: off"),
     Flag("max_sequences", "the budget: training sequences in all"),
