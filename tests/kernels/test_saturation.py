@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import cellstate
+from tests.differential import EXACT
 
 mpmath.mp.prec = 200
 DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
@@ -162,4 +163,4 @@ def test_weight_gradient_is_zero_at_saturation_like_torch(dtype, scale):
         out, (h, c) = module(x)
         (out.sum() + c.sum()).backward()
     assert (theirs.weight_ih_l0.grad == 0).all()
-    torch.testing.assert_close(ours.weight_ih_l0.grad, theirs.weight_ih_l0.grad, rtol=0, atol=0)
+    torch.testing.assert_close(ours.weight_ih_l0.grad, theirs.weight_ih_l0.grad, **EXACT)

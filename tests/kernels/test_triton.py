@@ -25,7 +25,11 @@ from cellstate.kernels import dispatch, reference  # noqa: E402
 from cellstate.kernels.params import LSTMLayerParams, StepNoise  # noqa: E402
 from cellstate.kernels.triton import backend as triton_backend  # noqa: E402
 from cellstate.kernels.triton import runtime as triton_runtime  # noqa: E402
-from tests.differential import assert_modules_match  # noqa: E402
+from tests.differential import (  # noqa: E402
+    FLOAT64_KERNEL,
+    FLOAT64_SAME_KERNEL,
+    assert_modules_match,
+)
 from tests.kernels.test_cpu_modules import (  # noqa: E402
     FORMS,
     LSTM_VARIANTS,
@@ -211,7 +215,7 @@ def test_matches_reference_with_every_variant_and_lengths():
         loss = sum((v * torch.cos(torch.arange(v.numel()).view_as(v))).sum() for v in values)
         results[kernel] = [*values, *torch.autograd.grad(loss, leaves)]
     for a, b in zip(results[triton_backend], results[reference], strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(a, b, **FLOAT64_KERNEL)
 
 
 def test_double_backward_raises_naming_the_reference_backend():
@@ -251,9 +255,9 @@ def test_compile_fullgraph_and_export():
     lstm.zero_grad()
     eager, (_, c_eager) = lstm(x)
     (eager.sum() + c_eager.sum()).backward()
-    torch.testing.assert_close(out, eager, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out, eager, **FLOAT64_SAME_KERNEL)
     for name, param in lstm.named_parameters():
-        torch.testing.assert_close(grads[name], param.grad, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grads[name], param.grad, **FLOAT64_SAME_KERNEL)
     exported = torch.export.export(lstm.eval(), (x,))
     targets = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
     assert "cellstate.triton_lstm_forward.default" in targets
