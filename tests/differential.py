@@ -35,6 +35,10 @@ EXACT = {"rtol": 0.0, "atol": 0.0}
 # than TOLERANCES[torch.float64], which covers whole multi-layer modules.
 FLOAT64_KERNEL = {"rtol": 1e-10, "atol": 1e-12}
 
+# The largest difference assert_modules_match may return (relative to each tensor's largest
+# magnitude) for a float64 backend against the reference module.
+FLOAT64_BACKEND_WORST = 1e-10
+
 # float64, the same kernel reached another way (torch.compile or torch.export against eager): the
 # same operations, at most regrouped.
 FLOAT64_SAME_KERNEL = {"rtol": 1e-12, "atol": 1e-12}
