@@ -77,14 +77,15 @@ class TrainConfig:
     threads: int | None = None  # torch's CPU threads; None: torch's default (all cores)
 
     def __post_init__(self) -> None:
-        for name in ("batch", "eval_every", "checkpoint_every", "max_steps", "threads"):
-            value = getattr(self, name)
-            if value is not None or name not in ("max_steps", "threads"):
-                integer(name, value)
-        for name in ("lr", "clip", "max_minutes"):
-            value = getattr(self, name)
-            if value is not None or name != "max_minutes":
-                number(name, value, above=0)
+        for name in ("batch", "eval_every", "checkpoint_every"):
+            integer(name, getattr(self, name))
+        for name in ("max_steps", "threads"):  # None: no step limit, torch's thread count
+            if getattr(self, name) is not None:
+                integer(name, getattr(self, name))
+        number("lr", self.lr, above=0)
+        number("clip", self.clip, above=0)
+        if self.max_minutes is not None:
+            number("max_minutes", self.max_minutes, above=0)
         if self.max_steps is None and self.max_minutes is None:
             object.__setattr__(self, "max_minutes", DEFAULT_MAX_MINUTES)
         integer("seed", self.seed, 0)
