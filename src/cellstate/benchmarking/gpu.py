@@ -180,45 +180,48 @@ def _set_tf32(allowed: bool, device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = allowed
 
 
-def measure_plain(rec: Recorder, shapes, dtypes, repeats: int, device) -> None:
-    """torch.nn.LSTM against the Triton layer (same weights), padded and packed input."""
+def _settings(shapes, dtypes, device):
+    """(shape, precision name, dtype) for every shape and precision, with TF32 switched on or off
+    as the precision says before each is yielded."""
     for shape in shapes:
-        T, B, D, H = shape
         for dname in dtypes:
             dtype, tf32 = PRECISIONS[dname]
             _set_tf32(tf32, device)
-            torch_lstm = nn.LSTM(D, H, device=device, dtype=dtype)
-            ours = cellstate.LSTM.from_torch(torch_lstm, backend="triton")
-            models = {"torch.nn.LSTM": torch_lstm, "triton": ours}
-            for variant, packed in (("plain", False), ("packed", True)):
-                x = _input(shape, dtype, device, packed)
-                kernels = _torch_kernels(torch_lstm, x, device)
-                for mode in ("train", "infer"):
-                    for impl, ms in _time(models, x, mode == "train", repeats, device).items():
-                        rec.add(
-                            shape=shape, dtype=dname, mode=mode, variant=variant, impl=impl,
-                            ms=ms, kernels=kernels if impl == "torch.nn.LSTM" else [],
-                        )  # fmt: skip
+            yield shape, dname, dtype
+
+
+def measure_plain(rec: Recorder, shapes, dtypes, repeats: int, device) -> None:
+    """torch.nn.LSTM against the Triton layer (same weights), padded and packed input."""
+    for shape, dname, dtype in _settings(shapes, dtypes, device):
+        T, B, D, H = shape
+        torch_lstm = nn.LSTM(D, H, device=device, dtype=dtype)
+        ours = cellstate.LSTM.from_torch(torch_lstm, backend="triton")
+        models = {"torch.nn.LSTM": torch_lstm, "triton": ours}
+        for variant, packed in (("plain", False), ("packed", True)):
+            x = _input(shape, dtype, device, packed)
+            kernels = _torch_kernels(torch_lstm, x, device)
+            for mode in ("train", "infer"):
+                for impl, ms in _time(models, x, mode == "train", repeats, device).items():
+                    rec.add(
+                        shape=shape, dtype=dname, mode=mode, variant=variant, impl=impl,
+                        ms=ms, kernels=kernels if impl == "torch.nn.LSTM" else [],
+                    )  # fmt: skip
 
 
 def measure_variants(rec: Recorder, shapes, dtypes, repeats: int, device) -> None:
     """Each variant against the plain Triton layer, training and inference."""
-    for shape in shapes:
+    for shape, dname, dtype in _settings(shapes, dtypes, device):
         T, B, D, H = shape
-        for dname in dtypes:
-            dtype, tf32 = PRECISIONS[dname]
-            _set_tf32(tf32, device)
-            x = _input(shape, dtype, device, packed=False)
-            models = {
-                name: cellstate.LSTM(
-                    D, H, backend="triton", device=device, dtype=dtype,
-                    **_variant_kwargs(kwargs, H),
-                ).train()
-                for name, kwargs in VARIANTS.items()
-            }  # fmt: skip
-            for mode in ("train", "infer"):
-                for name, ms in _time(models, x, mode == "train", repeats, device).items():
-                    rec.add(shape=shape, dtype=dname, mode=mode, variant=name, impl="triton", ms=ms)
+        x = _input(shape, dtype, device, packed=False)
+        models = {
+            name: cellstate.LSTM(
+                D, H, backend="triton", device=device, dtype=dtype, **_variant_kwargs(kwargs, H)
+            ).train()
+            for name, kwargs in VARIANTS.items()
+        }
+        for mode in ("train", "infer"):
+            for name, ms in _time(models, x, mode == "train", repeats, device).items():
+                rec.add(shape=shape, dtype=dname, mode=mode, variant=name, impl="triton", ms=ms)
 
 
 def measure_reference(rec: Recorder, shape, device) -> None:
