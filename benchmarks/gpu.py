@@ -1,6 +1,6 @@
 """GPU benchmark: the Triton backend against torch.nn.LSTM (issue 11's shapes and targets).
 
-The same as ``cellstate bench --device cuda``; see cellstate/cli/bench_gpu.py. Examples:
+The same as ``cellstate bench --device cuda``; see cellstate/benchmarking/gpu.py. Examples:
 
     python benchmarks/gpu.py --out gpu.json     # on a machine with a CUDA GPU
     python benchmarks/gpu.py --smoke            # tiny, on CPU through Triton's interpreter
@@ -8,7 +8,7 @@ The same as ``cellstate bench --device cuda``; see cellstate/cli/bench_gpu.py. E
 
 import sys
 
-from cellstate.cli import bench_gpu
+from cellstate.benchmarking import gpu
 
 if __name__ == "__main__":
-    sys.exit(bench_gpu.main())
+    sys.exit(gpu.main())

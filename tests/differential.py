@@ -1,7 +1,10 @@
 """The one differential test helper: run two implementations on the same inputs and assert that
 shapes, dtypes, forward values and every gradient agree, with labelled messages.
 
-Tolerances live here and nowhere else.
+Tolerances live here: TOLERANCES for a module against a module, and named ones for the other
+comparisons of two computations. A check that compares no two implementations (a property such
+as orthogonality, a finite-difference derivative, a quantisation step) keeps its tolerance beside
+a comment saying why.
 """
 
 from __future__ import annotations
@@ -23,6 +26,38 @@ TOLERANCES = {
 # onnxruntime's LSTM and RNN kernels use fast sigmoid/tanh approximations: float32 results agree
 # with PyTorch to 1e-5 absolute (the ONNX export's promise), not to TOLERANCES' 1e-6.
 ONNX_RUNTIME_FLOAT32 = {"rtol": 1e-5, "atol": 1e-5}
+
+# The same computation twice (a resumed or reloaded model, two DDP ranks, one seed): bit for bit.
+EXACT = {"rtol": 0.0, "atol": 0.0}
+
+# float64, one layer's kernel called directly against the reference on tiny inputs, or DDP's
+# all-reduced weights against one process's: only the order of the sums differs, so 10x tighter
+# than TOLERANCES[torch.float64], which covers whole multi-layer modules.
+FLOAT64_KERNEL = {"rtol": 1e-10, "atol": 1e-12}
+
+# The largest difference assert_modules_match may return (relative to each tensor's largest
+# magnitude) for a float64 backend against the reference module.
+FLOAT64_BACKEND_WORST = 1e-10
+
+# float64, the same kernel reached another way (torch.compile or torch.export against eager): the
+# same operations, at most regrouped.
+FLOAT64_SAME_KERNEL = {"rtol": 1e-12, "atol": 1e-12}
+
+# float64 against an independent computation in another library (numpy's FFT and mel filters):
+# torch.testing's own float64 defaults.
+FLOAT64_OTHER_LIBRARY = {"rtol": 1e-7, "atol": 1e-7}
+
+# A two-layer LSTM in bfloat16 (8 significant bits) against the same weights in float32: the
+# rounding of bfloat16 itself, compounded over steps and layers (TOLERANCES[torch.bfloat16]
+# compares two bfloat16 computations).
+BFLOAT16_VS_FLOAT32 = {"rtol": 0.05, "atol": 0.05}
+
+# A module on CUDA against the same module on the CPU: float32 GEMMs sum in another order (cuBLAS
+# picks its own algorithms); float64 at torch.testing's own defaults.
+CUDA_VS_CPU = {
+    torch.float32: {"rtol": 1e-4, "atol": 1e-5},
+    torch.float64: {"rtol": 1e-7, "atol": 1e-7},
+}
 
 
 def tolerance(dtype: torch.dtype) -> dict[str, float]:

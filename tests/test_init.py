@@ -35,6 +35,7 @@ def test_chrono_biases():
 def test_orthogonal_recurrent_blocks():
     lstm = cellstate.LSTM(2, 16, init=("orthogonal", "chrono"), t_max=20)
     for block in lstm.weight_hh_l0.chunk(4, 0):
+        # A property, not a comparison of two implementations: Q^T Q = I up to float32 rounding.
         torch.testing.assert_close(block.T @ block, torch.eye(16), atol=1e-5, rtol=0)
     assert (lstm.bias_ih_l0[16:32] > 0).all()
 

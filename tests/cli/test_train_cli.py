@@ -48,7 +48,7 @@ def test_train_writes_the_run_files(tmp_path, capsys, model):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--task", "nope"], "unknown task 'nope'"),
+        (["--task", "nope"], "task.name must be one of adding"),
         (["--length", "-3"], "task.length"),
         (["--hidden", "0"], "model.hidden"),
         (["--lr", "-1"], "training.lr"),

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import cellstate
+from tests.differential import EXACT
 
 D, H = 3, 5
 
@@ -35,7 +36,7 @@ def _saved(model: nn.Module) -> io.BytesIO:
 def _assert_same_model(loaded: nn.Module, model: nn.Module) -> None:
     assert type(loaded.lstm) is cellstate.LSTM and type(loaded.rnn) is cellstate.RNN
     x = torch.randn(6, 2, D)
-    torch.testing.assert_close(loaded.eval()(x), model.eval()(x), rtol=0, atol=0)
+    torch.testing.assert_close(loaded.eval()(x), model.eval()(x), **EXACT)
 
 
 def test_weights_only_load_needs_only_the_allowlist_torch_nn_lstm_needs():
@@ -62,4 +63,4 @@ def test_quantize_dynamic_warns_that_cellstate_layers_stay_in_float(spec):
     assert type(quantized.lstm) is cellstate.LSTM
     assert type(quantized.head) is not nn.Linear  # the rest is quantized as asked
     assert not hasattr(quantized.lstm, "qconfig")  # removed again after conversion
-    torch.testing.assert_close(quantized.lstm(x), model.lstm(x), rtol=0, atol=0)
+    torch.testing.assert_close(quantized.lstm(x), model.lstm(x), **EXACT)

@@ -7,7 +7,7 @@ import torch
 from cellstate.kernels import reference
 from cellstate.kernels.cpu import ops
 from cellstate.kernels.params import LSTMLayerParams, RNNLayerParams, StepNoise
-from tests.differential import assert_close_labelled, flatten, run_with_grads
+from tests.differential import FLOAT64_KERNEL, assert_close_labelled, flatten, run_with_grads
 
 T, B, D, H, P = 5, 3, 2, 4, 3
 F64 = torch.float64
@@ -117,8 +117,8 @@ def test_lstm_layer_matches_reference(variant, lengths, reverse):
             run_with_grads(lambda *a, fn=fn: _drop_constant_f(fn(*a), p), [x, h0, c0, *values])
         )
     (out_a, grad_a), (out_b, grad_b) = results
-    assert_close_labelled(out_a, out_b, "forward", rtol=1e-10, atol=1e-12)
-    assert_close_labelled(grad_a, grad_b, "backward", rtol=1e-10, atol=1e-12)
+    assert_close_labelled(out_a, out_b, "forward", **FLOAT64_KERNEL)
+    assert_close_labelled(grad_a, grad_b, "backward", **FLOAT64_KERNEL)
 
 
 def _drop_constant_f(result, p):
@@ -159,8 +159,8 @@ def test_rnn_layer_matches_reference_and_gradchecks(nonlinearity, lengths, rever
 
     out_a, grad_a = run_with_grads(fn(ops), [x, h0, *weights])
     out_b, grad_b = run_with_grads(fn(reference), [x, h0, *weights])
-    assert_close_labelled(out_a, out_b, "forward", rtol=1e-10, atol=1e-12)
-    assert_close_labelled(grad_a, grad_b, "backward", rtol=1e-10, atol=1e-12)
+    assert_close_labelled(out_a, out_b, "forward", **FLOAT64_KERNEL)
+    assert_close_labelled(grad_a, grad_b, "backward", **FLOAT64_KERNEL)
     inputs = [t.clone().requires_grad_() for t in (x, h0, *weights)]
     assert torch.autograd.gradcheck(lambda *a: fn(ops)(*a)[:2], inputs)
 
@@ -173,7 +173,7 @@ def test_only_some_outputs_used():
         results = [k.lstm_layer(*leaves, p, noise)[pick].sum() for k in (ops, reference)]
         grads = [torch.autograd.grad(r, leaves) for r in results]
         for a, b in zip(*grads, strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(a, b, **FLOAT64_KERNEL)
 
 
 def test_inference_saves_nothing():

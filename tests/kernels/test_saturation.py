@@ -15,9 +15,10 @@ import pytest
 import torch
 
 import cellstate
+from tests.differential import EXACT
 
 mpmath.mp.prec = 200
-DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+NUMPY_DTYPE = {torch.float32: np.float32, torch.float64: np.float64}
 CHUNK = 512  # units per LSTM call: the weights are (4 CHUNK, CHUNK)
 
 
@@ -76,7 +77,7 @@ def _boundary(function: str, target: float, lo: float, hi: float, np_dtype) -> f
 
 
 def _boundaries(dtype) -> dict:
-    np_dtype = DTYPES[dtype]
+    np_dtype = NUMPY_DTYPE[dtype]
     if dtype == torch.float32:
         ranges = {"tanh": (8, 10), "sigmoid_one": (16, 18), "sigmoid_zero": (-110, -100)}
     else:
@@ -91,7 +92,7 @@ def _boundaries(dtype) -> dict:
 def _inputs(dtype, boundaries: dict) -> torch.Tensor:
     """Both signs of: zero, denormals, every power of two of the range with random mantissas,
     and each saturation boundary with its 4 neighbours either side; plus +-inf."""
-    info = np.finfo(DTYPES[dtype])
+    info = np.finfo(NUMPY_DTYPE[dtype])
     rng = np.random.default_rng(0)
     exponents = np.arange(info.minexp - info.nmant, info.maxexp, dtype=np.float64)
     magnitudes = [0.0, float(info.smallest_subnormal), float(info.tiny), float(info.max)]
@@ -99,12 +100,12 @@ def _inputs(dtype, boundaries: dict) -> torch.Tensor:
         magnitudes += list(np.ldexp(1 + rng.random(len(exponents)), exponents.astype(int)))
     magnitudes += list(np.linspace(0, 40, 4001))  # dense where the functions bend
     for b in boundaries.values():
-        neighbour = np.asarray(abs(b), DTYPES[dtype])
+        neighbour = np.asarray(abs(b), NUMPY_DTYPE[dtype])
         for direction in (-np.inf, np.inf):
             point = neighbour
             for _ in range(5):
                 magnitudes.append(float(point))
-                point = np.nextafter(point, DTYPES[dtype](direction))
+                point = np.nextafter(point, NUMPY_DTYPE[dtype](direction))
     x = torch.tensor(magnitudes, dtype=torch.float64).to(dtype)
     x = x[torch.isfinite(x)]
     return torch.cat([x, -x, torch.tensor([math.inf, -math.inf], dtype=dtype)])
@@ -133,7 +134,7 @@ def test_activations_saturate_where_the_correctly_rounded_functions_do(dtype):
         near = x[(xd - boundary).abs() < 1e-3 * abs(boundary)]
         assert len(near) >= 10
         for xi, yi in zip(near.tolist(), _kernel(near, function).tolist(), strict=True):
-            assert _rounds_to(_exact(function, xi), yi, DTYPES[dtype]), (function, xi, yi)
+            assert _rounds_to(_exact(function, xi), yi, NUMPY_DTYPE[dtype]), (function, xi, yi)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
@@ -162,4 +163,4 @@ def test_weight_gradient_is_zero_at_saturation_like_torch(dtype, scale):
         out, (h, c) = module(x)
         (out.sum() + c.sum()).backward()
     assert (theirs.weight_ih_l0.grad == 0).all()
-    torch.testing.assert_close(ours.weight_ih_l0.grad, theirs.weight_ih_l0.grad, rtol=0, atol=0)
+    torch.testing.assert_close(ours.weight_ih_l0.grad, theirs.weight_ih_l0.grad, **EXACT)

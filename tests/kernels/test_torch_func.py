@@ -9,10 +9,11 @@ from torch import func
 
 import cellstate
 from cellstate.kernels.cpu import ops
+from tests.differential import tolerance
 
 F64 = torch.float64
 T, B, D, H, N = 4, 3, 2, 3, 3
-TOL = {"rtol": 1e-9, "atol": 1e-12}
+TOL = tolerance(F64)
 MODULES = {
     "lstm": lambda: cellstate.LSTM(D, H, num_layers=2, bidirectional=True, dtype=F64),
     "lstm_variants": lambda: cellstate.LSTM(

@@ -25,7 +25,12 @@ from cellstate.kernels import dispatch, reference  # noqa: E402
 from cellstate.kernels.params import LSTMLayerParams, StepNoise  # noqa: E402
 from cellstate.kernels.triton import backend as triton_backend  # noqa: E402
 from cellstate.kernels.triton import runtime as triton_runtime  # noqa: E402
-from tests.differential import assert_modules_match  # noqa: E402
+from tests.differential import (  # noqa: E402
+    FLOAT64_BACKEND_WORST,
+    FLOAT64_KERNEL,
+    FLOAT64_SAME_KERNEL,
+    assert_modules_match,
+)
 from tests.kernels.test_cpu_modules import (  # noqa: E402
     FORMS,
     LSTM_VARIANTS,
@@ -65,7 +70,7 @@ def _check(ours, ref, args, dtype):
     if dtype == torch.float32:
         _assert_as_close_to_float64(ours, ref, args)
     else:
-        assert assert_modules_match(ours, ref, *args) < 1e-10
+        assert assert_modules_match(ours, ref, *args) < FLOAT64_BACKEND_WORST
 
 
 # One bidirectional layer (both directions; a second layer adds nothing the kernels see).
@@ -107,14 +112,16 @@ def test_rnn_matches_reference(nonlinearity, form, dtype):
 
 def test_rnn_without_bias_matches_reference():
     ours, ref = _pair(cellstate.RNN, torch.float64, bias=False)
-    assert assert_modules_match(ours, ref, torch.randn(6, 3, D, dtype=torch.float64)) < 1e-10
+    x = torch.randn(6, 3, D, dtype=torch.float64)
+    assert assert_modules_match(ours, ref, x) < FLOAT64_BACKEND_WORST
 
 
 @pytest.mark.parametrize("variant", ["plain", "zoneout", "everything"])
 def test_lstm_eval_mode_matches_reference(variant):
     """Evaluation: zoneout is the scalar expectation, recurrent dropout is off."""
     ours, ref = _pair(cellstate.LSTM, torch.float64, train=False, **LSTM_VARIANTS[variant])
-    assert assert_modules_match(ours, ref, torch.randn(6, 3, D, dtype=torch.float64)) < 1e-10
+    x = torch.randn(6, 3, D, dtype=torch.float64)
+    assert assert_modules_match(ours, ref, x) < FLOAT64_BACKEND_WORST
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
@@ -211,7 +218,7 @@ def test_matches_reference_with_every_variant_and_lengths():
         loss = sum((v * torch.cos(torch.arange(v.numel()).view_as(v))).sum() for v in values)
         results[kernel] = [*values, *torch.autograd.grad(loss, leaves)]
     for a, b in zip(results[triton_backend], results[reference], strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(a, b, **FLOAT64_KERNEL)
 
 
 def test_double_backward_raises_naming_the_reference_backend():
@@ -251,9 +258,9 @@ def test_compile_fullgraph_and_export():
     lstm.zero_grad()
     eager, (_, c_eager) = lstm(x)
     (eager.sum() + c_eager.sum()).backward()
-    torch.testing.assert_close(out, eager, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out, eager, **FLOAT64_SAME_KERNEL)
     for name, param in lstm.named_parameters():
-        torch.testing.assert_close(grads[name], param.grad, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grads[name], param.grad, **FLOAT64_SAME_KERNEL)
     exported = torch.export.export(lstm.eval(), (x,))
     targets = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
     assert "cellstate.triton_lstm_forward.default" in targets

@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import cellstate
-from tests.differential import assert_modules_match
+from tests.differential import CUDA_VS_CPU, assert_modules_match
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 
@@ -40,7 +40,7 @@ def test_variants_on_cuda_match_cpu(dtype):
     gpu = cellstate.LSTM(3, 16, 2, bidirectional=True, dtype=dtype, **VARIANTS).eval().cuda()
     gpu.load_state_dict(cpu.state_dict())
     x = torch.randn(30, 4, 3, dtype=dtype)
-    tol = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {}
+    tol = CUDA_VS_CPU[dtype]
     out_gpu, (h_gpu, c_gpu), s_gpu = gpu(x.cuda(), return_states=True)
     out_cpu, (h_cpu, c_cpu), s_cpu = cpu(x, return_states=True)
     torch.testing.assert_close(out_gpu.cpu(), out_cpu, **tol)

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from cellstate.lm.model import CharLM, ModelConfig
+from tests.differential import EXACT
 
 
 @pytest.mark.parametrize("lstm", ["cellstate", "torch"])
@@ -23,7 +24,7 @@ def test_cellstate_and_torch_models_are_the_same_model():
     for (name, a), (_, b) in zip(
         ours.state_dict().items(), theirs.state_dict().items(), strict=True
     ):
-        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"initial {name}")
+        torch.testing.assert_close(a, b, **EXACT, msg=f"initial {name}")
     tokens = torch.randint(0, 9, (12, 2))
     torch.testing.assert_close(ours(tokens)[0], theirs(tokens)[0])
 

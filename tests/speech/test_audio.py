@@ -19,7 +19,7 @@ def test_16_bit_round_trip(tmp_path):
     write_wav(tmp_path / "a.wav", x, 22050)
     y, rate = read_wav(tmp_path / "a.wav")
     assert rate == 22050
-    torch.testing.assert_close(y, x, rtol=0, atol=1 / 32767)
+    torch.testing.assert_close(y, x, rtol=0, atol=1 / 32767)  # one 16-bit quantisation step
 
 
 def test_8_and_24_bit_and_stereo_are_read(tmp_path):

@@ -9,6 +9,7 @@ from torch import nn
 
 from cellstate.training.config import ModelConfig, RunConfig, TaskConfig, TrainingConfig
 from cellstate.training.trainer import Trainer, clip_gradients
+from tests.differential import EXACT
 
 
 def _model_with_gradients(scale: float) -> nn.Module:
@@ -36,7 +37,7 @@ def test_returns_true_norm_and_clips_to_threshold(scale):
             torch.testing.assert_close(p.grad, g * (_norm(model) / true_norm))
     else:
         for p, g in zip(model.parameters(), before, strict=True):
-            torch.testing.assert_close(p.grad, g, rtol=0, atol=0)
+            torch.testing.assert_close(p.grad, g, **EXACT)
 
 
 def test_threshold_zero_only_measures():
@@ -44,7 +45,7 @@ def test_threshold_zero_only_measures():
     before = [p.grad.clone() for p in model.parameters()]
     assert clip_gradients(model.parameters(), 0.0) == pytest.approx(_norm(model), rel=1e-12)
     for p, g in zip(model.parameters(), before, strict=True):
-        torch.testing.assert_close(p.grad, g, rtol=0, atol=0)
+        torch.testing.assert_close(p.grad, g, **EXACT)
 
 
 def test_trainer_logs_pre_clip_norm(tmp_path):

@@ -11,6 +11,7 @@ import torch.multiprocessing as mp
 from cellstate.training.config import ModelConfig, RunConfig, TaskConfig, TrainingConfig
 from cellstate.training.distributed import close_world, init_world
 from cellstate.training.trainer import Trainer
+from tests.differential import EXACT, FLOAT64_KERNEL
 
 
 def _config(task: str, length: int | None) -> RunConfig:
@@ -51,8 +52,8 @@ def test_two_ranks_equal_one_process(tmp_path, task, length):
     single = Trainer(_config(task, length), tmp_path / "single", progress=False)
     single.run()
     for name, expected in single.model.state_dict().items():
-        torch.testing.assert_close(rank0[name], rank1[name], rtol=0, atol=0, msg=name)
-        torch.testing.assert_close(rank0[name], expected, rtol=1e-10, atol=1e-12, msg=name)
+        torch.testing.assert_close(rank0[name], rank1[name], **EXACT, msg=name)
+        torch.testing.assert_close(rank0[name], expected, **FLOAT64_KERNEL, msg=name)
     # Only rank 0 wrote the run's files, and they describe the same run as one process's.
     run = tmp_path / "run"
     assert sorted(p.name for p in run.iterdir()) == [

@@ -13,30 +13,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-import matplotlib
-import matplotlib.ticker
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from cellstate.cli.train import RUN_FILES  # noqa: E402
-from cellstate.kernels.cpu import build as cpu_kernel  # noqa: E402
-from cellstate.report.html import write_report  # noqa: E402
-from cellstate.training.config import (  # noqa: E402
+from cellstate.cli.errors import usage_error
+from cellstate.cli.train import RUN_FILES
+from cellstate.kernels.cpu import build as cpu_kernel
+from cellstate.report.html import write_report
+from cellstate.report.plots import comparison_figure, save_png
+from cellstate.training.config import (
     DEVICES,
-    MODELS,
+    MODEL_KINDS,
     ModelConfig,
     RunConfig,
     TaskConfig,
     TrainingConfig,
 )
-from cellstate.training.run_dir import check_writable, refuse_existing  # noqa: E402
-from cellstate.training.trainer import Result, Trainer  # noqa: E402
+from cellstate.training.run_dir import check_writable, refuse_existing
+from cellstate.training.trainer import Result, Trainer
 
 # Chosen by measurement (RESULTS.md, "cellstate compare"): from the shortest lag the adding
 # problem allows to the article's 1000, within ~3 minutes on 2 cores; the budget is what the
@@ -61,28 +56,27 @@ def register(subparsers) -> None:
         description="Train a plain RNN and an LSTM on one task at several lags and compare "
         "the training sequences each needs to meet the paper's criterion.",
     )
-    parser.add_argument("--task", default=DEFAULT_TASK)
+    parser.add_argument("--task", default=DEFAULT_TASK, help="the task (default %(default)s)")
     parser.add_argument(
         "--lengths",
         default=",".join(map(str, DEFAULT_LENGTHS)),
         help="comma-separated lags T (default %(default)s)",
     )
     parser.add_argument("--models", default=",".join(("rnn", "lstm")), help="default rnn,lstm")
-    parser.add_argument("--hidden", type=int, default=DEFAULT_HIDDEN)
+    parser.add_argument(
+        "--hidden", type=int, default=DEFAULT_HIDDEN, help="hidden size H (default %(default)s)"
+    )
     parser.add_argument(
         "--max-sequences", type=int, default=DEFAULT_BUDGET, help="budget of each run"
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--test-size", type=int, default=2560)
+    parser.add_argument("--seed", type=int, default=0, help="random seed of every run (default 0)")
+    parser.add_argument(
+        "--test-size", type=int, default=2560, help="held-out sequences per run (default 2560)"
+    )
     parser.add_argument("--out", help="output directory (default runs/compare-YYYYmmdd-HHMMSS)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--device", choices=DEVICES, default="cpu", help="default cpu")
     parser.set_defaults(func=run)
-
-
-def _error(message: str) -> int:
-    print(f"cellstate compare: error: {message}", file=sys.stderr)
-    return 2
 
 
 def _parse_list(text: str, name: str, convert) -> list:
@@ -100,8 +94,8 @@ def build_configs(args: argparse.Namespace) -> list[RunConfig]:
     lengths = _parse_list(args.lengths, "lengths", int)
     models = _parse_list(args.models, "models", str)
     for model in models:
-        if model not in MODELS:
-            raise ValueError(f"--models: unknown model {model!r}; known: {', '.join(MODELS)}")
+        if model not in MODEL_KINDS:
+            raise ValueError(f"--models: unknown model {model!r}; known: {', '.join(MODEL_KINDS)}")
     budget = args.max_sequences
     return [
         RunConfig(
@@ -137,10 +131,10 @@ def table(results: list[Result]) -> str:
 
 def verdict(results: list[Result]) -> str:
     """One line: the longest lag each model solved, and where the RNN failed but the LSTM not."""
-    solved = {m: [r.length for r in results if r.model == m and r.solved] for m in MODELS}
+    solved = {m: [r.length for r in results if r.model == m and r.solved] for m in MODEL_KINDS}
     parts = [
         f"{m.upper()} solved up to T={max(solved[m])}" if solved[m] else f"{m.upper()} solved none"
-        for m in MODELS
+        for m in MODEL_KINDS
         if any(r.model == m for r in results)
     ]
     by_length: dict = {}
@@ -216,55 +210,11 @@ def startup_seconds() -> float | None:
     return max(0.0, time.time() - (boot + ticks / os.sysconf("SC_CLK_TCK")))
 
 
-def plot(results: list[Result], path: Path, task: str) -> None:
-    """Sequences to solve (hollow markers: budget spent, not solved) and final test error
-    against the lag, one line per model."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for model, colour in (("rnn", "tab:red"), ("lstm", "tab:blue")):
-        runs = sorted((r for r in results if r.model == model), key=lambda r: r.length or 0)
-        if not runs:
-            continue
-        lengths = [r.length for r in runs]
-        left.plot(lengths, [r.sequences for r in runs], color=colour, label=model.upper())
-        for r in runs:
-            left.scatter(
-                r.length,
-                r.sequences,
-                color=colour,
-                facecolors=colour if r.solved else "none",
-                zorder=3,
-            )
-        right.plot(lengths, [r.test_error for r in runs], "o-", color=colour, label=model.upper())
-    left.set(
-        xscale="log",
-        yscale="log",
-        xlabel="lag T",
-        ylabel="training sequences",
-        title=f"{task}: sequences to solve (hollow: not solved)",
-    )
-    right.set(
-        xscale="log", xlabel="lag T", ylabel="test error (fraction wrong)", ylim=(-0.02, 1.02)
-    )
-    right.set_title(f"{task}: final test error")
-    lengths = sorted({r.length for r in results if r.length is not None})
-    for ax in (left, right):
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-        # The lags themselves as ticks, in plain numbers rather than 10^x.
-        ax.set_xticks(lengths, [str(T) for T in lengths])
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-    left.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
-    left.yaxis.set_minor_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def write_outputs(out: Path, summary: dict, results: list[Result]) -> list[Path]:
     """Everything compare writes from its results. The single place to add a report."""
     data_path, plot_path = out / "compare.json", out / "compare.png"
     data_path.write_text(json.dumps(summary, indent=2) + "\n")
-    plot(results, plot_path, summary["task"])
+    save_png(comparison_figure(results, summary["task"]), plot_path, dpi=110)
     return [data_path, plot_path, write_report(out)]
 
 
@@ -272,13 +222,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         configs = build_configs(args)
     except ValueError as error:
-        return _error(str(error))
+        return usage_error("compare", error)
     out = Path(args.out or time.strftime("runs/compare-%Y%m%d-%H%M%S"))
     try:
         refuse_existing(out, "comparison")
         check_writable(out)
     except ValueError as error:
-        return _error(str(error))
+        return usage_error("compare", error)
     print(
         f"compare: {configs[0].task.name}, {len(configs)} runs of at most "
         f"{args.max_sequences:,} sequences each -> {out}"

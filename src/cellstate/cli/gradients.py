@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
+from cellstate.cli.errors import usage_error
 from cellstate.diagnostics.exploding import clipping_demo, exploding_flow, growth_per_step
 from cellstate.diagnostics.gradient_flow import GradientFlow, gradient_flow
 from cellstate.diagnostics.models import build_model, default_config, load_model
@@ -42,7 +42,9 @@ def register(subparsers) -> None:
         "Without --checkpoint the models are the lab's defaults (cellstate train's) at "
         "initialisation.",
     )
-    parser.add_argument("--model", choices=("rnn", "lstm", "both"), default="both")
+    parser.add_argument(
+        "--model", choices=("rnn", "lstm", "both"), default="both", help="default: both"
+    )
     parser.add_argument("--task", help="a task scored at the last step (default: adding)")
     parser.add_argument("--length", type=int, help="T (default: the task's, or the checkpoint's)")
     parser.add_argument(
@@ -51,7 +53,9 @@ def register(subparsers) -> None:
         metavar="PATH",
         help="a cellstate train checkpoint to measure instead (repeat for one RNN and one LSTM)",
     )
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="task sequences averaged over (default 32)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="for the batch and the initial weights")
     parser.add_argument("--out", default="runs/gradients", help="where the plots go")
     parser.add_argument("--json", action="store_true", help="print the measurements as JSON")
@@ -69,11 +73,6 @@ def register(subparsers) -> None:
         help="also train an exploding RNN with and without clipping (a few seconds)",
     )
     parser.set_defaults(func=run)
-
-
-def _error(message: str) -> int:
-    print(f"cellstate gradients: error: {message}", file=sys.stderr)
-    return 2
 
 
 def _models(args) -> dict[str, tuple[torch.nn.Module, RunConfig]]:
@@ -147,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         record, flows, setting = measure(args)
     except (ValueError, FileNotFoundError, NotImplementedError) as error:
-        return _error(str(error))
+        return usage_error("gradients", error)
     out = Path(args.out)
     written = [save_png(gradient_flow_figure(flows, setting), out / "gradient_flow.png")]
     if args.explode is not None:

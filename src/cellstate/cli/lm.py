@@ -15,6 +15,8 @@ import signal
 import sys
 from pathlib import Path
 
+from cellstate.cli.errors import print_usage, usage_error
+from cellstate.cli.flags import Flag, add_flags, flag_values
 from cellstate.lm.corpus import DEFAULT_MAX_CHARS
 from cellstate.lm.sample import SampleConfig, sample, start_text
 from cellstate.lm.train import (
@@ -29,39 +31,36 @@ from cellstate.lm.train import train as run_training
 from cellstate.training.divergence import Diverged
 from cellstate.training.run_dir import RunDirError
 
-USAGE_ERROR = 2
-DEFAULTS = TrainConfig()
-DEFAULTS_SHOWN = {
-    "max_steps": f"{DEFAULT_MAX_STEPS} unless --max-minutes is given",
-    "max_minutes": "no limit",
-}
-
-# (flag, field, type, help); every default is TrainConfig's, shown in the help.
-TRAIN_OPTIONS = (
-    ("--out", "out", str, "run directory"),
-    ("--hidden", "hidden", int, "LSTM hidden size H"),
-    ("--layers", "layers", int, "LSTM layers"),
-    ("--embed", "embed", int, "character embedding size"),
-    ("--dropout", "dropout", float, "dropout on the embedding, between layers, before the head"),
-    ("--model", "model", str, "cellstate, or torch: the same model on torch.nn.LSTM"),
-    ("--seq-len", "seq_len", int, "BPTT chunk length T (the state carries across chunks)"),
-    ("--batch", "batch", int, "parallel text streams B"),
-    ("--lr", "lr", float, "Adam learning rate"),
-    ("--clip", "clip", float, "gradient-norm clipping threshold"),
-    ("--seed", "seed", int, "random seed (weights, dropout)"),
-    ("--max-steps", "max_steps", int, "stop after this many steps in all"),
-    ("--max-minutes", "max_minutes", float, "stop after this much training time in all"),
-    ("--eval-every", "eval_every", int, "steps between validation runs"),
-    ("--eval-chars", "eval_chars", int, "validation characters scored, spread over the split"),
-    ("--checkpoint-every", "checkpoint_every", int, "steps between checkpoints"),
-    ("--max-chars", "max_chars", int, "cut the corpus at this many characters"),
+# Every default is TrainConfig's, shown in the help.
+TRAIN_FLAGS = (
+    Flag("out", "run directory"),
+    Flag("hidden", "LSTM hidden size H"),
+    Flag("layers", "LSTM layers"),
+    Flag("embed", "character embedding size"),
+    Flag("dropout", "dropout on the embedding, between layers, before the head"),
+    Flag("model", "cellstate, or torch: the same model on torch.nn.LSTM"),
+    Flag("seq_len", "BPTT chunk length T (the state carries across chunks)"),
+    Flag("batch", "parallel text streams B"),
+    Flag("lr", "Adam learning rate"),
+    Flag("clip", "gradient-norm clipping threshold"),
+    Flag("seed", "random seed (weights, dropout)"),
+    Flag(
+        "max_steps",
+        "stop after this many steps in all",
+        shown=f"{DEFAULT_MAX_STEPS} unless --max-minutes is given",
+    ),
+    Flag("max_minutes", "stop after this much training time in all", shown="no limit"),
+    Flag("eval_every", "steps between validation runs"),
+    Flag("eval_chars", "validation characters scored, spread over the split"),
+    Flag("checkpoint_every", "steps between checkpoints"),
+    Flag("max_chars", "cut the corpus at this many characters"),
 )
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("lm", help="character-level LSTM language model")
     commands = parser.add_subparsers(dest="lm_command", metavar="{train,sample}")
-    parser.set_defaults(func=lambda args: _usage(parser))
+    parser.set_defaults(func=lambda args: print_usage(parser))
 
     train = commands.add_parser(
         "train",
@@ -80,14 +79,7 @@ def register(subparsers) -> None:
         help="UTF-8 text files, concatenated (default: the standard library's .py sources, "
         f"at most {DEFAULT_MAX_CHARS:,} characters)",
     )
-    for flag, field, kind, text in TRAIN_OPTIONS:
-        train.add_argument(
-            flag,
-            dest=field,
-            type=kind,
-            default=argparse.SUPPRESS,
-            help=f"{text} (default: {DEFAULTS_SHOWN.get(field, getattr(DEFAULTS, field))})",
-        )
+    add_flags(train, TrainConfig, TRAIN_FLAGS, given_only=True)
     train.add_argument(
         "--resume",
         action="store_true",
@@ -108,31 +100,20 @@ def register(subparsers) -> None:
     sample_parser.set_defaults(func=run_sample)
 
 
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return USAGE_ERROR
-
-
-def _fail(command: str, error: Exception) -> int:
-    message = " ".join(str(error).split())  # one line, whatever the exception held
-    print(f"cellstate lm {command}: error: {message}", file=sys.stderr)
-    return USAGE_ERROR
-
-
 def run_train(args) -> int:
-    overrides = {field: getattr(args, field) for _, field, *_ in TRAIN_OPTIONS if field in args}
+    overrides = flag_values(args, TRAIN_FLAGS)
     if "texts" in args:  # absolute, so that --resume finds them from anywhere
         overrides["texts"] = tuple(str(Path(path).absolute()) for path in args.texts)
     try:
         config, resume_from = prepare(overrides, resume=args.resume)
         data = load_data(config, resume_from)
     except (ValueError, OSError) as error:  # CorpusError is a ValueError
-        return _fail("train", error)
+        return usage_error("lm train", error)
     progress = False if args.no_progress else None
     try:
         result = run_training(config, data, resume_from, progress=progress)
     except (Diverged, RunDirError, OSError) as error:  # a NaN loss, a full disk: one line
-        return _fail("train", error)
+        return usage_error("lm train", error)
     if "interrupted" in result:
         print(
             f"stopped by {result['interrupted']} at step {result['steps']}; "
@@ -153,7 +134,7 @@ def run_sample(args) -> int:
         model, vocab = build_model(load_lm_checkpoint(args.checkpoint))
         start_text(vocab, config.prompt)
     except (ValueError, OSError) as error:  # FileNotFoundError is an OSError
-        return _fail("sample", error)
+        return usage_error("lm sample", error)
     text = sample(model, vocab, config)
     print((config.prompt or "") + text)
     return 0

@@ -11,8 +11,8 @@ that cannot be read (named on one line).
 from __future__ import annotations
 
 import argparse
-import sys
 
+from cellstate.cli.errors import usage_error
 from cellstate.report.html import write_report
 
 
@@ -23,7 +23,9 @@ def register(subparsers) -> None:
         description="Write one self-contained HTML page (images embedded, readable offline) "
         "for a cellstate train or cellstate compare directory.",
     )
-    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument(
+        "run_dir", metavar="RUN_DIR", help="a cellstate train or cellstate compare directory"
+    )
     parser.set_defaults(func=run)
 
 
@@ -31,7 +33,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         path = write_report(args.run_dir)
     except (FileNotFoundError, ValueError) as error:  # ValueError: no run, an unreadable file
-        print(f"cellstate report: error: {error}", file=sys.stderr)
-        return 2
+        return usage_error("report", error)
     print(f"wrote {path}")
     return 0

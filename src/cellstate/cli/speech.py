@@ -10,14 +10,16 @@ non-positive sizes) is one line on stderr and exit code 2.
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 from pathlib import Path
 
+from cellstate.cli.errors import print_usage, usage_error
+from cellstate.cli.flags import Flag, add_flags, flag_values
 from cellstate.speech.audio import AudioError
 from cellstate.speech.synthesis import DEFAULT_UTTERANCES, EspeakMissing, synthesise
 from cellstate.speech.train import (
+    DEFAULT_FORGET_BIAS,
     DEFAULT_MAX_MINUTES,
     TrainConfig,
     build_model,
@@ -29,52 +31,44 @@ from cellstate.speech.train import train as run_training
 from cellstate.speech.transcribe import transcribe_file
 from cellstate.training.divergence import Diverged
 
-USAGE_ERROR = 2
-DEFAULTS = TrainConfig(max_steps=1)
-DEFAULTS_SHOWN = {
-    "forget_bias": "1.0",
-    "threads": "torch's, all cores",
-    "max_steps": "no limit",
-    "max_minutes": f"{DEFAULT_MAX_MINUTES:g} unless --max-steps is given",
-}
-
-
-def _flag(text: str) -> bool:
-    if text not in ("0", "1", "true", "false"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return text in ("1", "true")
-
-
-# (flag, field, type, help); every default is TrainConfig's, shown in the help.
-TRAIN_OPTIONS = (
-    ("--data", "data", str, "corpus folder holding train.csv and test.csv"),
-    ("--out", "out", str, "run directory"),
-    ("--model", "model", str, "lstm, or rnn: the same network with a plain tanh RNN"),
-    ("--hidden", "hidden", int, "hidden size H per direction"),
-    ("--layers", "layers", int, "bidirectional layers"),
-    ("--stack", "stack", int, "feature frames concatenated into one step"),
-    ("--dropout", "dropout", float, "dropout between layers and before the output layer"),
-    ("--forget-bias", "forget_bias", float, "LSTM forget-gate bias offset at init"),
-    ("--layer-norm", "layer_norm", _flag, "LSTM layer norm (true/false)"),
-    ("--zoneout", "zoneout", float, "LSTM zoneout probability"),
-    ("--spec-augment", "spec_augment", _flag, "SpecAugment-style masking (true/false)"),
-    ("--batch", "batch", int, "utterances per step"),
-    ("--lr", "lr", float, "Adam learning rate"),
-    ("--clip", "clip", float, "gradient-norm clipping threshold"),
-    ("--seed", "seed", int, "random seed (weights, batches, masks)"),
-    ("--max-steps", "max_steps", int, "stop after this many steps in all"),
-    ("--max-minutes", "max_minutes", float, "stop after this much training time in all"),
-    ("--eval-every", "eval_every", int, "steps between evaluations on the test voices"),
-    ("--checkpoint-every", "checkpoint_every", int, "steps between checkpoints"),
-    ("--device", "device", str, "cpu, or cuda when available"),
-    ("--threads", "threads", int, "torch CPU threads"),
+# Every default is TrainConfig's, shown in the help.
+TRAIN_FLAGS = (
+    Flag("data", "corpus folder holding train.csv and test.csv"),
+    Flag("out", "run directory"),
+    Flag("model", "lstm, or rnn: the same network with a plain tanh RNN"),
+    Flag("hidden", "hidden size H per direction"),
+    Flag("layers", "bidirectional layers"),
+    Flag("stack", "feature frames concatenated into one step"),
+    Flag("dropout", "dropout between layers and before the output layer"),
+    Flag(
+        "forget_bias",
+        "LSTM forget-gate bias offset at init",
+        shown=f"{DEFAULT_FORGET_BIAS['lstm']}",
+    ),
+    Flag("layer_norm", "LSTM layer norm (true/false)"),
+    Flag("zoneout", "LSTM zoneout probability"),
+    Flag("spec_augment", "SpecAugment-style masking (true/false)"),
+    Flag("batch", "utterances per step"),
+    Flag("lr", "Adam learning rate"),
+    Flag("clip", "gradient-norm clipping threshold"),
+    Flag("seed", "random seed (weights, batches, masks)"),
+    Flag("max_steps", "stop after this many steps in all", shown="no limit"),
+    Flag(
+        "max_minutes",
+        "stop after this much training time in all",
+        shown=f"{DEFAULT_MAX_MINUTES:g} unless --max-steps is given",
+    ),
+    Flag("eval_every", "steps between evaluations on the test voices"),
+    Flag("checkpoint_every", "steps between checkpoints"),
+    Flag("device", "cpu, or cuda when available"),
+    Flag("threads", "torch CPU threads", shown="torch's, all cores"),
 )
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("speech", help="connected-digit speech recognition (CTC)")
     commands = parser.add_subparsers(dest="speech_command", metavar="{data,train,transcribe}")
-    parser.set_defaults(func=lambda args: _usage(parser))
+    parser.set_defaults(func=lambda args: print_usage(parser))
 
     data = commands.add_parser(
         "data",
@@ -95,15 +89,7 @@ def register(subparsers) -> None:
         "RUN/checkpoint.pt (on SIGINT/SIGTERM too), RUN/metrics.jsonl and RUN/result.json.",
     )
     # SUPPRESS: an option left out is absent, so --resume can tell it from one given.
-    for flag, field, kind, text in TRAIN_OPTIONS:
-        shown = DEFAULTS_SHOWN.get(field, getattr(DEFAULTS, field))
-        train.add_argument(
-            flag,
-            dest=field,
-            type=kind,
-            default=argparse.SUPPRESS,
-            help=f"{text} (default: {shown})",
-        )
+    add_flags(train, TrainConfig, TRAIN_FLAGS, given_only=True)
     train.add_argument(
         "--resume",
         action="store_true",
@@ -117,19 +103,8 @@ def register(subparsers) -> None:
         "transcribe", help="print the words heard in WAV files", description=__doc__
     )
     transcribe.add_argument("--checkpoint", required=True, help="RUN/checkpoint.pt")
-    transcribe.add_argument("files", nargs="+", metavar="FILE.wav")
+    transcribe.add_argument("files", nargs="+", metavar="FILE.wav", help="WAV files to transcribe")
     transcribe.set_defaults(func=run_transcribe)
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return USAGE_ERROR
-
-
-def _fail(command: str, error: Exception) -> int:
-    message = " ".join(str(error).split())  # one line, whatever the exception held
-    print(f"cellstate speech {command}: error: {message}", file=sys.stderr)
-    return USAGE_ERROR
 
 
 def run_data(args) -> int:
@@ -138,7 +113,7 @@ def run_data(args) -> int:
             args.out, args.utterances, args.seed, progress=False if args.no_progress else None
         )
     except (EspeakMissing, ValueError, OSError) as error:
-        return _fail("data", error)
+        return usage_error("speech data", error)
     print(
         f"wrote {info['train']} training and {info['test']} test utterances to {args.out} "
         f"in {info['seconds']:.1f} s; test voices: {', '.join(info['test_variants'])}"
@@ -147,7 +122,7 @@ def run_data(args) -> int:
 
 
 def run_train(args) -> int:
-    overrides = {field: getattr(args, field) for _, field, *_ in TRAIN_OPTIONS if field in args}
+    overrides = flag_values(args, TRAIN_FLAGS)
     if "data" in overrides:  # absolute, so that --resume finds it from anywhere
         overrides["data"] = str(Path(overrides["data"]).absolute())
     progress = False if args.no_progress else None
@@ -155,11 +130,11 @@ def run_train(args) -> int:
         config, resume_from = prepare(overrides, resume=args.resume)
         data = load_data(config, resume_from, progress)
     except (ValueError, OSError) as error:  # ManifestError and AudioError are ValueErrors
-        return _fail("train", error)
+        return usage_error("speech train", error)
     try:
         result = run_training(config, data, resume_from, progress)
     except (Diverged, OSError) as error:  # a NaN loss, a full disk: one line
-        return _fail("train", error)
+        return usage_error("speech train", error)
     if "interrupted" in result:
         print(
             f"stopped by {result['interrupted']} at step {result['steps']}; "
@@ -179,11 +154,11 @@ def run_transcribe(args) -> int:
     try:
         model, vocab, features = build_model(load_speech_checkpoint(args.checkpoint))
     except (ValueError, OSError) as error:
-        return _fail("transcribe", error)
+        return usage_error("speech transcribe", error)
     status = 0
     for path in args.files:
         try:
             print(f"{path}\t{transcribe_file(model, vocab, features, path)}", flush=True)
         except (AudioError, OSError) as error:
-            status = _fail("transcribe", error)
+            status = usage_error("speech transcribe", error)
     return status

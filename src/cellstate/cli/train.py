@@ -13,16 +13,22 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from dataclasses import fields
 from pathlib import Path
 
+from cellstate.cli.errors import usage_error
+from cellstate.cli.flags import Flag, add_flags, flag_values
 from cellstate.training.config import (
     BACKENDS,
-    DTYPES,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_LR,
+    DEFAULT_TEST_SIZE,
+    DEVICES,
     INITS,
-    MODELS,
+    MODEL_DTYPES,
+    MODEL_KINDS,
     OPTIMIZERS,
     OUTPUTS,
+    TASK_DEFAULTS,
     ModelConfig,
     RunConfig,
     TaskConfig,
@@ -32,6 +38,63 @@ from cellstate.training.distributed import close_world, init_world
 from cellstate.training.divergence import Diverged
 from cellstate.training.run_dir import check_writable
 from cellstate.training.trainer import RUN_FILES, Result, ResumeError, Trainer
+
+
+def _with_task_defaults(field: str, general: float) -> str:
+    """A default that some tasks change (TASK_DEFAULTS), as --help shows it."""
+    special = [f"{task} {value[field]}" for task, value in TASK_DEFAULTS.items() if field in value]
+    return ", ".join([str(general), *special])
+
+
+TASK_FLAGS = (
+    Flag("name", "the task (cellstate tasks lists them)", name="--task"),
+    Flag("length", "T, the task's length parameter", shown="the task's"),
+)
+MODEL_FLAGS = (
+    Flag("kind", "lstm, or rnn: a plain tanh RNN", name="--model", choices=MODEL_KINDS),
+    Flag("hidden", "hidden size H"),
+    Flag("init", "weight initialisation", choices=INITS, shown="chrono (LSTM), default (RNN)"),
+    Flag("t_max", "chrono initialisation's T_max", shown="the task's longest lag"),
+    Flag("forget_bias", "LSTM forget-gate bias at init (not with chrono, which sets it)"),
+    Flag(
+        "output",
+        "the head: sigmoid, linear, or auto (sigmoid for MSE tasks, linear for cross-entropy)",
+        choices=OUTPUTS,
+    ),
+    Flag("dtype", "of the model's weights and inputs", choices=MODEL_DTYPES),
+    Flag(
+        "backend",
+        "the layer's backend (auto: the CPU kernel where it can run, else the reference)",
+        choices=BACKENDS,
+    ),
+)
+TRAINING_FLAGS = (
+    Flag("optimizer", "the optimizer", choices=OPTIMIZERS),
+    Flag("lr", "learning rate", shown=_with_task_defaults("lr", DEFAULT_LR)),
+    Flag("momentum", "SGD momentum (optimizer sgd only)"),
+    Flag(
+        "batch_size",
+        "sequences per update",
+        shown=_with_task_defaults("batch_size", DEFAULT_BATCH_SIZE),
+    ),
+    Flag("clip", "gradient-norm threshold; 0: off"),
+    Flag("max_sequences", "the budget: training sequences in all"),
+    Flag(
+        "eval_every",
+        "training sequences between evaluations on the held-out set",
+        shown="1000 where the criterion is decided on the test set (reber, two-sequence), "
+        "else 10000",
+    ),
+    Flag("checkpoint_every", "training sequences between checkpoints"),
+    Flag("seed", "random seed of the weights and training batches"),
+    Flag("test_seed", "random seed of the held-out test set"),
+    Flag(
+        "test_size",
+        "held-out sequences",
+        shown=f"the paper's, 256 for two-sequence and reber, else {DEFAULT_TEST_SIZE}",
+    ),
+    Flag("device", "cpu, or cuda (with torchrun: one GPU per process)", choices=DEVICES),
+)
 
 
 def register(subparsers) -> None:
@@ -53,72 +116,19 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _default(cls, name: str):
-    return next(f.default for f in fields(cls) if f.name == name)
-
-
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that make a RunConfig; their defaults are the config dataclasses' defaults."""
-    m, t = ModelConfig, TrainingConfig
-    parser.add_argument("--task", default=_default(TaskConfig, "name"), help="(cellstate tasks)")
-    parser.add_argument("--length", type=int, help="T, the task's length parameter")
-    parser.add_argument("--model", choices=MODELS, default=_default(m, "kind"))
-    parser.add_argument("--hidden", type=int, default=_default(m, "hidden"))
-    parser.add_argument("--init", choices=INITS, help="default: chrono (LSTM), default (RNN)")
-    parser.add_argument("--t-max", type=float, help="chrono T_max (default: the task's lag)")
-    parser.add_argument("--forget-bias", type=float, default=_default(m, "forget_bias"))
-    parser.add_argument("--output", choices=OUTPUTS, default=_default(m, "output"))
-    parser.add_argument("--dtype", choices=DTYPES, default=_default(m, "dtype"))
-    parser.add_argument("--backend", choices=BACKENDS, default=_default(m, "backend"))
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=_default(t, "optimizer"))
-    parser.add_argument("--lr", type=float, default=_default(t, "lr"))
-    parser.add_argument("--momentum", type=float, default=_default(t, "momentum"))
-    parser.add_argument("--batch-size", type=int, default=_default(t, "batch_size"))
-    parser.add_argument(
-        "--clip", type=float, default=_default(t, "clip"), help="gradient-norm threshold; 0: off"
-    )
-    parser.add_argument("--max-sequences", type=int, default=_default(t, "max_sequences"))
-    parser.add_argument("--eval-every", type=int, default=_default(t, "eval_every"))
-    parser.add_argument("--checkpoint-every", type=int, default=_default(t, "checkpoint_every"))
-    parser.add_argument("--seed", type=int, default=_default(t, "seed"))
-    parser.add_argument("--test-seed", type=int, default=_default(t, "test_seed"))
-    parser.add_argument(
-        "--test-size",
-        type=int,
-        default=_default(t, "test_size"),
-        help="held-out sequences (default: the paper's, 256 for two-sequence and reber, else 2560)",
-    )
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=_default(t, "device"))
+    add_flags(parser, TaskConfig, TASK_FLAGS)
+    add_flags(parser, ModelConfig, MODEL_FLAGS)
+    add_flags(parser, TrainingConfig, TRAINING_FLAGS)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The RunConfig the flags describe (ValueError naming the bad field)."""
     return RunConfig(
-        TaskConfig(args.task, args.length),
-        ModelConfig(
-            kind=args.model,
-            hidden=args.hidden,
-            init=args.init,
-            t_max=args.t_max,
-            forget_bias=args.forget_bias,
-            output=args.output,
-            dtype=args.dtype,
-            backend=args.backend,
-        ),
-        TrainingConfig(
-            optimizer=args.optimizer,
-            lr=args.lr,
-            momentum=args.momentum,
-            batch_size=args.batch_size,
-            clip=args.clip,
-            max_sequences=args.max_sequences,
-            eval_every=args.eval_every,
-            checkpoint_every=args.checkpoint_every,
-            seed=args.seed,
-            test_seed=args.test_seed,
-            test_size=args.test_size,
-            device=args.device,
-        ),
+        TaskConfig(**flag_values(args, TASK_FLAGS)),
+        ModelConfig(**flag_values(args, MODEL_FLAGS)),
+        TrainingConfig(**flag_values(args, TRAINING_FLAGS)),
     )
 
 
@@ -133,16 +143,11 @@ def describe(result: Result) -> str:
     )
 
 
-def _error(message: str) -> int:
-    print(f"cellstate train: error: {message}", file=sys.stderr)
-    return 2
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
     except ValueError as error:
-        return _error(str(error))
+        return usage_error("train", error)
     t = config.training
     out = Path(
         args.out
@@ -151,13 +156,15 @@ def run(args: argparse.Namespace) -> int:
     )
     existing = (out / "checkpoint.pt").is_file()
     if existing and not (args.resume or args.force):
-        return _error(f"{out} already holds a run; pass --resume to continue it or --force")
+        return usage_error(
+            "train", f"{out} already holds a run; pass --resume to continue it or --force"
+        )
     if args.resume and not existing:
-        return _error(f"--resume: no checkpoint in {out}")
+        return usage_error("train", f"--resume: no checkpoint in {out}")
     try:
         check_writable(out)
     except ValueError as error:
-        return _error(str(error))
+        return usage_error("train", error)
     if not existing and any((out / name).exists() for name in RUN_FILES):
         print(f"cellstate train: {out} held a run stopped before its first checkpoint (nothing to "
               "resume); starting afresh", file=sys.stderr)  # fmt: skip
@@ -169,11 +176,11 @@ def run(args: argparse.Namespace) -> int:
         try:
             trainer = Trainer(config, out, resume=args.resume, progress=not args.quiet, world=world)
         except (ResumeError, ValueError) as error:
-            return _error(str(error))
+            return usage_error("train", error)
         try:
             result = trainer.run()
         except (Diverged, OSError) as error:  # a NaN loss, a full disk: one line, not a trace
-            return _error(str(error))
+            return usage_error("train", error)
         if result is None:
             return 128 + signal.Signals[trainer.stop_signal or "SIGINT"].value
         if world.is_main:

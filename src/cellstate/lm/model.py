@@ -10,14 +10,10 @@ from dataclasses import asdict, dataclass
 from torch import Tensor, nn
 
 import cellstate
+from cellstate.validation import integer, number, one_of
 
 LSTM_KINDS = ("cellstate", "torch")
 State = tuple[Tensor, Tensor]  # (h, c), each (L, B, H)
-
-
-def _positive(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -34,11 +30,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden", "layers", "embed"):
-            _positive(name, getattr(self, name))
-        if not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1); got {self.dropout!r}")
-        if self.lstm not in LSTM_KINDS:
-            raise ValueError(f"lstm must be one of {', '.join(LSTM_KINDS)}; got {self.lstm!r}")
+            integer(name, getattr(self, name))
+        number("dropout", self.dropout, at_least=0, below=1)
+        one_of("lstm", self.lstm, LSTM_KINDS)
 
     def to_dict(self) -> dict:
         return asdict(self)

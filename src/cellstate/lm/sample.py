@@ -11,6 +11,7 @@ import torch
 
 from cellstate.lm.corpus import Vocabulary
 from cellstate.lm.model import CharLM
+from cellstate.validation import integer, number
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,8 @@ class SampleConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.length, int) or isinstance(self.length, bool) or self.length <= 0:
-            raise ValueError(f"length must be a positive integer; got {self.length!r}")
-        if not isinstance(self.temperature, int | float) or not self.temperature > 0:
-            raise ValueError(f"temperature must be a positive number; got {self.temperature!r}")
+        integer("length", self.length)
+        number("temperature", self.temperature, above=0)
         if self.prompt == "":
             raise ValueError("the prompt is empty; leave it out to start after a newline")
 

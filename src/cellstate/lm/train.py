@@ -34,26 +34,13 @@ from cellstate.lm.model import LSTM_KINDS, CharLM, ModelConfig
 from cellstate.training import checkpoint, run_dir
 from cellstate.training.divergence import check_loss
 from cellstate.training.interrupt import GracefulStop
+from cellstate.validation import integer, number, one_of
 
 CHECKPOINT_KIND = "cellstate-lm"
 DEFAULT_MAX_STEPS = 2000
 # What a resumed run may change: when to stop, evaluate and save. Everything else decides the
 # numbers and must match the checkpoint for the resume to be exact.
 RESUMABLE = frozenset({"out", "max_steps", "max_minutes", "eval_every", "checkpoint_every"})
-
-
-def _positive_int(name: str, value: object, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-
-
-def _positive_number(name: str, value: object, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"{name} must be a positive number; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -85,21 +72,20 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "texts", tuple(str(t) for t in self.texts))
         for name in ("max_chars", "hidden", "layers", "embed", "seq_len", "batch"):
-            _positive_int(name, getattr(self, name))
+            integer(name, getattr(self, name))
         for name in ("eval_every", "eval_chars", "checkpoint_every"):
-            _positive_int(name, getattr(self, name))
-        _positive_int("max_steps", self.max_steps, optional=True)
-        _positive_number("max_minutes", self.max_minutes, optional=True)
+            integer(name, getattr(self, name))
+        if self.max_steps is not None:
+            integer("max_steps", self.max_steps)
+        if self.max_minutes is not None:
+            number("max_minutes", self.max_minutes, above=0)
         if self.max_steps is None and self.max_minutes is None:
             object.__setattr__(self, "max_steps", DEFAULT_MAX_STEPS)
-        _positive_number("lr", self.lr)
-        _positive_number("clip", self.clip)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
-        if self.model not in LSTM_KINDS:
-            raise ValueError(f"model must be one of {', '.join(LSTM_KINDS)}; got {self.model!r}")
-        if not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1); got {self.dropout!r}")
+        number("lr", self.lr, above=0)
+        number("clip", self.clip, above=0)
+        integer("seed", self.seed, 0)
+        one_of("model", self.model, LSTM_KINDS)
+        number("dropout", self.dropout, at_least=0, below=1)
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(

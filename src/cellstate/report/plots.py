@@ -1,5 +1,5 @@
-"""The figures of the report and of ``cellstate gradients``: matplotlib Figures on the Agg canvas
-(no pyplot, no display), saved as PNG.
+"""The figures of the report, of ``cellstate gradients`` and of ``cellstate compare``: matplotlib
+Figures on the Agg canvas (no pyplot, no display), saved as PNG.
 
 Gate heatmaps live beside their data in ``cellstate.diagnostics.gates``.
 """
@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator, StrMethodFormatter
 
 from cellstate.diagnostics.exploding import ClippingDemo, growth_per_step
 from cellstate.diagnostics.gradient_flow import GradientFlow
+
+if TYPE_CHECKING:
+    from cellstate.training.trainer import Result
 
 # One colour per model kind, the same in every figure.
 COLOURS = {"rnn": "tab:red", "lstm": "tab:blue"}
@@ -179,4 +185,47 @@ def learning_curves_figure(runs: dict[str, list[dict]]) -> Figure:
         ax.set_xlabel("training sequences")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
+    return figure
+
+
+def comparison_figure(results: Sequence[Result], task: str) -> Figure:
+    """``cellstate compare``'s plot. Left: training sequences to solve against the lag T, log-log
+    (hollow markers: the budget was spent, not solved). Right: final test error against T."""
+    figure = new_figure(11, 4.2)
+    left, right = figure.subplots(1, 2)
+    for model, colour in COLOURS.items():
+        runs = sorted((r for r in results if r.model == model), key=lambda r: r.length or 0)
+        if not runs:
+            continue
+        lengths = [r.length for r in runs]
+        left.plot(lengths, [r.sequences for r in runs], color=colour, label=model.upper())
+        for r in runs:
+            left.scatter(
+                r.length,
+                r.sequences,
+                color=colour,
+                facecolors=colour if r.solved else "none",
+                zorder=3,
+            )
+        right.plot(lengths, [r.test_error for r in runs], "o-", color=colour, label=model.upper())
+    left.set(
+        xscale="log",
+        yscale="log",
+        xlabel="lag T",
+        ylabel="training sequences",
+        title=f"{task}: sequences to solve (hollow: not solved)",
+    )
+    right.set(
+        xscale="log", xlabel="lag T", ylabel="test error (fraction wrong)", ylim=(-0.02, 1.02)
+    )
+    right.set_title(f"{task}: final test error")
+    lengths = sorted({r.length for r in results if r.length is not None})
+    for ax in (left, right):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        # The lags themselves as ticks, in plain numbers rather than 10^x.
+        ax.set_xticks(lengths, [str(T) for T in lengths])
+        ax.xaxis.set_minor_locator(NullLocator())
+    left.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    left.yaxis.set_minor_formatter(StrMethodFormatter("{x:,.0f}"))
     return figure

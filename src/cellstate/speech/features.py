@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from cellstate.speech.audio import SAMPLE_RATE, add_noise, read_wav, resample
+from cellstate.validation import fail, integer
 
 LOG_FLOOR = 1e-6
 STD_FLOOR = 1e-5
@@ -35,10 +36,10 @@ class FeatureConfig:
     f_max: float = SAMPLE_RATE / 2
 
     def __post_init__(self) -> None:
-        if not 0 < self.window <= self.n_fft:
-            raise ValueError(f"window must be in (0, n_fft={self.n_fft}]; got {self.window}")
-        if self.hop <= 0 or self.mels <= 0:
-            raise ValueError(f"hop and mels must be positive; got {self.hop}, {self.mels}")
+        for name in ("n_fft", "window", "hop", "mels"):
+            integer(name, getattr(self, name))
+        if self.window > self.n_fft:
+            fail("window", f"at most n_fft={self.n_fft}", self.window)
         if not 0 <= self.f_min < self.f_max <= SAMPLE_RATE / 2:
             raise ValueError(
                 f"need 0 <= f_min < f_max <= {SAMPLE_RATE / 2}; got {self.f_min}, {self.f_max}"

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import cellstate
+from cellstate.validation import integer, number, one_of
 
 MODEL_KINDS = ("lstm", "rnn")
 
@@ -37,14 +38,11 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         for name in ("labels", "mels", "hidden", "layers", "stack"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
-        if self.kind not in MODEL_KINDS:
-            raise ValueError(f"model must be one of {', '.join(MODEL_KINDS)}; got {self.kind!r}")
+            integer(name, getattr(self, name))
+        one_of("model", self.kind, MODEL_KINDS)
         for name in ("dropout", "zoneout"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1); got {getattr(self, name)!r}")
+            number(name, getattr(self, name), at_least=0, below=1)
+        number("forget_bias", self.forget_bias)
         lstm_only = {"layer_norm": False, "zoneout": 0.0, "forget_bias": 0.0}
         used = [n for n, off in lstm_only.items() if getattr(self, n) != off]
         if self.kind == "rnn" and used:

@@ -33,6 +33,7 @@ from cellstate.speech.model import ModelConfig, SpeechModel
 from cellstate.training import checkpoint, run_dir
 from cellstate.training.divergence import check_loss
 from cellstate.training.interrupt import GracefulStop
+from cellstate.validation import fail, integer, number
 
 CHECKPOINT_KIND = "cellstate-speech"
 NOISY_SNR_DB = 10.0
@@ -76,22 +77,20 @@ class TrainConfig:
     threads: int | None = None  # torch's CPU threads; None: torch's default (all cores)
 
     def __post_init__(self) -> None:
-        for name in ("batch", "eval_every", "checkpoint_every", "max_steps", "threads"):
-            value = getattr(self, name)
-            if value is None and name in ("max_steps", "threads"):
-                continue
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
-        for name in ("lr", "clip", "max_minutes"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, int | float) and value > 0):
-                raise ValueError(f"{name} must be a positive number; got {value!r}")
+        for name in ("batch", "eval_every", "checkpoint_every"):
+            integer(name, getattr(self, name))
+        for name in ("max_steps", "threads"):  # None: no step limit, torch's thread count
+            if getattr(self, name) is not None:
+                integer(name, getattr(self, name))
+        number("lr", self.lr, above=0)
+        number("clip", self.clip, above=0)
+        if self.max_minutes is not None:
+            number("max_minutes", self.max_minutes, above=0)
         if self.max_steps is None and self.max_minutes is None:
             object.__setattr__(self, "max_minutes", DEFAULT_MAX_MINUTES)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
+        integer("seed", self.seed, 0)
         if self.device != "cpu" and not self.device.startswith("cuda"):
-            raise ValueError(f"device must be cpu or cuda[:N]; got {self.device!r}")
+            fail("device", "cpu or cuda[:N]", self.device)
         self.model_config(2)  # validates the model's fields
 
     def model_config(self, labels: int) -> ModelConfig:

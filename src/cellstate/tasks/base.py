@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from cellstate.tasks.criterion import StoppingCriterion
+from cellstate.validation import integer
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,5 @@ def sample_lengths(batch_size: int, length: int, generator: torch.Generator) -> 
 
 def check_int(task: str, argument: str, value: object, minimum: int) -> int:
     """`value` if it is an int >= minimum, else ValueError naming the task and argument."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{task}: {argument} must be an integer >= {minimum}, got {value!r}")
+    integer(f"{task}: {argument}", value, minimum)
     return value

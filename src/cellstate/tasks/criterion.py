@@ -28,6 +28,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from cellstate.validation import integer, number, one_of
+
 Kind = Literal["st3", "window", "mse", "test"]
 _NEEDS: dict[str, tuple[str, ...]] = {
     "st3": ("beta", "window"),
@@ -49,14 +51,11 @@ class StoppingCriterion:
     max_wrong: int = 0  # "test" only
 
     def __post_init__(self) -> None:
-        if self.kind not in _NEEDS:
-            raise ValueError(f"kind must be one of {sorted(_NEEDS)}, got {self.kind!r}")
+        one_of("kind", self.kind, sorted(_NEEDS))
         for field in _NEEDS[self.kind]:
-            value = getattr(self, field)
-            if value is None or value <= 0:
-                raise ValueError(f"{self.kind}: {field} must be a positive number, got {value!r}")
-        if self.max_sequences is not None and self.max_sequences <= 0:
-            raise ValueError(f"max_sequences must be positive or None, got {self.max_sequences!r}")
+            number(f"{self.kind}: {field}", getattr(self, field), above=0)
+        if self.max_sequences is not None:
+            integer("max_sequences", self.max_sequences)
         if self.max_wrong and (self.kind != "test" or not 0 < self.max_wrong < self.test_size):
             raise ValueError(
                 f"max_wrong: only for kind 'test', between 0 and test_size; got {self.max_wrong!r}"

@@ -7,20 +7,19 @@ Defaults were chosen by measurement (benchmarks/learning.py, RESULTS.md).
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
 from cellstate.kernels.dispatch import BACKENDS
 from cellstate.tasks import TASKS, Task, make_task
+from cellstate.validation import integer, number, one_of
 
-MODELS = ("lstm", "rnn")
+MODEL_KINDS = ("lstm", "rnn")
 INITS = ("chrono", "default", "orthogonal")
 OUTPUTS = ("auto", "sigmoid", "linear")
 OPTIMIZERS = ("adam", "sgd")
-DTYPES = ("float32", "float64")
+MODEL_DTYPES = ("float32", "float64")  # what a lab model may be trained in
 DEVICES = ("cpu", "cuda")
 DEFAULT_INIT = {"lstm": "chrono", "rnn": "default"}
 DEFAULT_LR = 0.01
@@ -32,23 +31,6 @@ DEFAULT_TEST_SIZE = 2560  # the 1997 paper's test set for adding, multiplication
 TASK_DEFAULTS: dict[str, dict[str, float | int]] = {"reber": {"lr": 0.03, "batch_size": 16}}
 
 
-def _int(owner: str, name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{owner}.{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _real(owner: str, name: str, value: object, minimum: float, *, strict: bool) -> None:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < minimum or (strict and value == minimum):
-        bound = ">" if strict else ">="
-        raise ValueError(f"{owner}.{name} must be a finite number {bound} {minimum}, got {value!r}")
-
-
-def _choice(owner: str, name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{owner}.{name} must be one of {', '.join(choices)}; got {value!r}")
-
-
 @dataclass(frozen=True)
 class TaskConfig:
     """Which task, at which length (None: the task's default length)."""
@@ -57,10 +39,9 @@ class TaskConfig:
     length: int | None = None
 
     def __post_init__(self) -> None:
-        if self.name not in TASKS:
-            raise ValueError(f"task.name: unknown task {self.name!r}; known: {', '.join(TASKS)}")
+        one_of("task.name", self.name, TASKS)
         if self.length is not None:
-            _int("task", "length", self.length, 1)
+            integer("task.length", self.length)
         try:
             self.build()
         except ValueError as error:
@@ -90,19 +71,19 @@ class ModelConfig:
     backend: str = "auto"
 
     def __post_init__(self) -> None:
-        _choice("model", "kind", self.kind, MODELS)
+        one_of("model.kind", self.kind, MODEL_KINDS)
         if self.init is None:
             object.__setattr__(self, "init", DEFAULT_INIT[self.kind])
-        _int("model", "hidden", self.hidden, 1)
-        _choice("model", "init", self.init, INITS)
-        _choice("model", "output", self.output, OUTPUTS)
-        _choice("model", "dtype", self.dtype, DTYPES)
-        _choice("model", "backend", self.backend, BACKENDS)
+        integer("model.hidden", self.hidden)
+        one_of("model.init", self.init, INITS)
+        one_of("model.output", self.output, OUTPUTS)
+        one_of("model.dtype", self.dtype, MODEL_DTYPES)
+        one_of("model.backend", self.backend, BACKENDS)
         if self.t_max is not None:
-            _real("model", "t_max", self.t_max, 2.0, strict=True)
+            number("model.t_max", self.t_max, above=2.0)
             if self.init != "chrono":
                 raise ValueError('model.t_max is only used with init "chrono"')
-        _real("model", "forget_bias", self.forget_bias, -math.inf, strict=False)
+        number("model.forget_bias", self.forget_bias)
         if self.kind == "rnn" and (self.init == "chrono" or self.forget_bias):
             raise ValueError(
                 "model.init: chrono init and forget_bias need an LSTM's gates; "
@@ -139,26 +120,24 @@ class TrainingConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        _choice("training", "optimizer", self.optimizer, OPTIMIZERS)
+        one_of("training.optimizer", self.optimizer, OPTIMIZERS)
         if self.lr is not None:
-            _real("training", "lr", self.lr, 0.0, strict=True)
-        _real("training", "momentum", self.momentum, 0.0, strict=False)
-        if self.momentum >= 1:
-            raise ValueError(f"training.momentum must be below 1, got {self.momentum!r}")
+            number("training.lr", self.lr, above=0.0)
+        number("training.momentum", self.momentum, at_least=0.0, below=1.0)
         if self.momentum and self.optimizer != "sgd":
             raise ValueError("training.momentum is only used with optimizer sgd")
         if self.batch_size is not None:
-            _int("training", "batch_size", self.batch_size, 1)
-        _real("training", "clip", self.clip, 0.0, strict=False)
-        _int("training", "max_sequences", self.max_sequences, 1)
+            integer("training.batch_size", self.batch_size)
+        number("training.clip", self.clip, at_least=0.0)
+        integer("training.max_sequences", self.max_sequences)
         if self.eval_every is not None:
-            _int("training", "eval_every", self.eval_every, 1)
-        _int("training", "checkpoint_every", self.checkpoint_every, 1)
-        _int("training", "seed", self.seed, 0)
-        _int("training", "test_seed", self.test_seed, 0)
+            integer("training.eval_every", self.eval_every)
+        integer("training.checkpoint_every", self.checkpoint_every)
+        integer("training.seed", self.seed, 0)
+        integer("training.test_seed", self.test_seed, 0)
         if self.test_size is not None:
-            _int("training", "test_size", self.test_size, 1)
-        _choice("training", "device", self.device, DEVICES)
+            integer("training.test_size", self.test_size)
+        one_of("training.device", self.device, DEVICES)
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("training.device: cuda was asked for but torch sees no CUDA device")
 

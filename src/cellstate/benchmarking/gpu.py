@@ -1,5 +1,5 @@
-"""``cellstate bench --device cuda``: the Triton backend against torch.nn.LSTM on a CUDA GPU
-(issue 11's benchmark and targets); ``benchmarks/gpu.py`` runs the same thing.
+"""The Triton backend against torch.nn.LSTM on a CUDA GPU (issue 11's benchmark and targets);
+``cellstate bench --device cuda`` and ``benchmarks/gpu.py`` run it.
 
     cellstate bench --device cuda --out gpu.json      # on a machine with a CUDA GPU
     python benchmarks/gpu.py --smoke                  # tiny, on CPU through Triton's interpreter
@@ -45,13 +45,14 @@ VARIANTS = {
     "recurrent_dropout": {"recurrent_dropout": 0.1},
     "return_states": {"return_states": True},
 }
-DTYPES = {  # name: (dtype, TF32 allowed)
+# The precisions measured, by --dtypes name: (dtype, TF32 allowed).
+PRECISIONS = {
     "fp32": (torch.float32, False),
     "fp32-tf32": (torch.float32, True),
     "fp16": (torch.float16, False),
     "bf16": (torch.bfloat16, False),
 }
-VARIANT_DTYPES = ("fp32", "bf16")
+VARIANT_PRECISIONS = ("fp32", "bf16")
 TARGET_PLAIN = 1.5  # x torch.nn.LSTM, training
 TARGET_NO_CUDNN = 1.0  # x torch.nn.LSTM where torch does not use cuDNN
 TARGET_VARIANT = 1.3  # x the plain Triton layer
@@ -179,45 +180,48 @@ def _set_tf32(allowed: bool, device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = allowed
 
 
+def _settings(shapes, dtypes, device):
+    """(shape, precision name, dtype) for every shape and precision, with TF32 switched on or off
+    as the precision says before each is yielded."""
+    for shape in shapes:
+        for dname in dtypes:
+            dtype, tf32 = PRECISIONS[dname]
+            _set_tf32(tf32, device)
+            yield shape, dname, dtype
+
+
 def measure_plain(rec: Recorder, shapes, dtypes, repeats: int, device) -> None:
     """torch.nn.LSTM against the Triton layer (same weights), padded and packed input."""
-    for shape in shapes:
+    for shape, dname, dtype in _settings(shapes, dtypes, device):
         T, B, D, H = shape
-        for dname in dtypes:
-            dtype, tf32 = DTYPES[dname]
-            _set_tf32(tf32, device)
-            torch_lstm = nn.LSTM(D, H, device=device, dtype=dtype)
-            ours = cellstate.LSTM.from_torch(torch_lstm, backend="triton")
-            models = {"torch.nn.LSTM": torch_lstm, "triton": ours}
-            for variant, packed in (("plain", False), ("packed", True)):
-                x = _input(shape, dtype, device, packed)
-                kernels = _torch_kernels(torch_lstm, x, device)
-                for mode in ("train", "infer"):
-                    for impl, ms in _time(models, x, mode == "train", repeats, device).items():
-                        rec.add(
-                            shape=shape, dtype=dname, mode=mode, variant=variant, impl=impl,
-                            ms=ms, kernels=kernels if impl == "torch.nn.LSTM" else [],
-                        )  # fmt: skip
+        torch_lstm = nn.LSTM(D, H, device=device, dtype=dtype)
+        ours = cellstate.LSTM.from_torch(torch_lstm, backend="triton")
+        models = {"torch.nn.LSTM": torch_lstm, "triton": ours}
+        for variant, packed in (("plain", False), ("packed", True)):
+            x = _input(shape, dtype, device, packed)
+            kernels = _torch_kernels(torch_lstm, x, device)
+            for mode in ("train", "infer"):
+                for impl, ms in _time(models, x, mode == "train", repeats, device).items():
+                    rec.add(
+                        shape=shape, dtype=dname, mode=mode, variant=variant, impl=impl,
+                        ms=ms, kernels=kernels if impl == "torch.nn.LSTM" else [],
+                    )  # fmt: skip
 
 
 def measure_variants(rec: Recorder, shapes, dtypes, repeats: int, device) -> None:
     """Each variant against the plain Triton layer, training and inference."""
-    for shape in shapes:
+    for shape, dname, dtype in _settings(shapes, dtypes, device):
         T, B, D, H = shape
-        for dname in dtypes:
-            dtype, tf32 = DTYPES[dname]
-            _set_tf32(tf32, device)
-            x = _input(shape, dtype, device, packed=False)
-            models = {
-                name: cellstate.LSTM(
-                    D, H, backend="triton", device=device, dtype=dtype,
-                    **_variant_kwargs(kwargs, H),
-                ).train()
-                for name, kwargs in VARIANTS.items()
-            }  # fmt: skip
-            for mode in ("train", "infer"):
-                for name, ms in _time(models, x, mode == "train", repeats, device).items():
-                    rec.add(shape=shape, dtype=dname, mode=mode, variant=name, impl="triton", ms=ms)
+        x = _input(shape, dtype, device, packed=False)
+        models = {
+            name: cellstate.LSTM(
+                D, H, backend="triton", device=device, dtype=dtype, **_variant_kwargs(kwargs, H)
+            ).train()
+            for name, kwargs in VARIANTS.items()
+        }
+        for mode in ("train", "infer"):
+            for name, ms in _time(models, x, mode == "train", repeats, device).items():
+                rec.add(shape=shape, dtype=dname, mode=mode, variant=name, impl="triton", ms=ms)
 
 
 def measure_reference(rec: Recorder, shape, device) -> None:
@@ -278,7 +282,13 @@ def verdicts(rows: list[dict]) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The GPU benchmark's own options (``--out`` and ``--repeats`` are bench's)."""
-    parser.add_argument("--dtypes", nargs="*", choices=list(DTYPES), default=list(DTYPES))
+    parser.add_argument(
+        "--dtypes",
+        nargs="*",
+        choices=list(PRECISIONS),
+        default=list(PRECISIONS),
+        help="GPU: the precisions to measure (default: all)",
+    )
     parser.add_argument("--no-variants", action="store_true", help="GPU: skip the variants")
     parser.add_argument("--no-reference", action="store_true", help="GPU: skip the reference")
     parser.add_argument("--smoke", action="store_true", help="GPU: tiny, on CPU (interpreter)")
@@ -317,7 +327,7 @@ def run(args: argparse.Namespace) -> int:
         device = torch.device("cuda")
         shapes, variant_shapes, reference_shape = SHAPES, VARIANT_SHAPES, REFERENCE_SHAPE
         dtypes, repeats = args.dtypes, args.repeats
-        variant_dtypes = [d for d in VARIANT_DTYPES if d in dtypes]
+        variant_dtypes = [d for d in VARIANT_PRECISIONS if d in dtypes]
     rec = Recorder(args.out, machine(device))
     print(json.dumps(rec.data["machine"]))
     torch.manual_seed(0)

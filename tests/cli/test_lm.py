@@ -1,4 +1,5 @@
-"""Every bad input: exit code 2 and one line on stderr naming the problem, never a traceback."""
+"""`cellstate lm`: every bad input gives exit code 2 and one line on stderr naming the problem,
+never a traceback."""
 
 import subprocess
 import sys

@@ -1,3 +1,5 @@
+"""`cellstate info` and the bare `cellstate` command."""
+
 import subprocess
 import sys
 
