@@ -219,15 +219,16 @@ def scan(
     xw_steps = cell.input(x).unbind(0)
     outputs: list[Tensor] = []
     records_by_step: list[tuple[Tensor, ...]] = []
+    n, mask = len(carry), noise.recurrent_mask
+    zoned = any(z is not None for z in zoneout)
     for t in range(T):
-        h_prev = carry[0]
-        if noise.recurrent_mask is not None:
-            h_prev = h_prev * noise.recurrent_mask
+        h_prev = carry[0] if mask is None else carry[0] * mask
         values = cell.step(xw_steps[t], h_prev, *carry[1:])  # the new carry, then the gates
-        new = tuple(
-            _zoneout(z, t, old, v)
-            for z, old, v in zip(zoneout, carry, values[: len(carry)], strict=True)
-        )
+        new = values[:n]
+        if zoned:
+            new = tuple(
+                _zoneout(z, t, old, v) for z, old, v in zip(zoneout, carry, new, strict=True)
+            )
         m = running_steps[t]
         if m is None:
             carry = new
@@ -236,7 +237,7 @@ def scan(
             carry = tuple(torch.where(m, v, old) for v, old in zip(new, carry, strict=True))
             outputs.append(torch.where(m, new[0], 0))
         if return_states:
-            records_by_step.append(new[1:] + values[len(carry) :])  # c, then the gates
+            records_by_step.append(new[1:] + values[n:])  # c, then the gates
 
     output = torch.stack(outputs)  # (T, B, P)
     records_by_name = None
