@@ -95,5 +95,6 @@ def _rnn_scan(cell: RNNCell, x, carry, noise, lengths, reverse, return_states):
     )
 
 
+# The reference's layer functions (signatures, docstrings, cells) with the fused scans.
 lstm_layer = partial(reference.lstm_layer, scan=_lstm_scan)
 rnn_layer = partial(reference.rnn_layer, scan=_rnn_scan)
