@@ -124,6 +124,15 @@ def test_reference_rnn_gradcheck(reverse):
     assert torch.autograd.gradcheck(fn, (x, h0, *w))
 
 
+def test_reference_rnn_refuses_an_unknown_nonlinearity():
+    """Not silently relu: the reference names the argument and what it accepts."""
+    from cellstate.kernels.params import RNNLayerParams
+
+    p = RNNLayerParams(torch.randn(H, D), torch.randn(H, H), nonlinearity="sigmoid")
+    with pytest.raises(ValueError, match="nonlinearity must be 'tanh' or 'relu'; got 'sigmoid'"):
+        reference.rnn_layer(torch.randn(T, B, D), torch.zeros(B, H), p)
+
+
 VARIANT_KWARGS = {
     "peephole": {"peephole": True},
     "layer_norm": {"layer_norm": True},

@@ -1,8 +1,11 @@
 """The reference backend: the equations, step by step, in plain PyTorch (any device, any dtype).
 
-This is the spec every other backend is tested against. One function per cell, one layer in one
-direction over a whole (padded) sequence. Shapes legend: T time, B batch, D input, H hidden,
-P output (proj_size or H), G gate rows (4H; 3H without a forget gate).
+This is the spec every other backend is tested against. A cell is one step's equations; one
+scan runs any cell over a whole (padded) sequence, in one direction, and handles what is not
+the equations: reverse direction, variable lengths, zoneout, recurrent dropout and the per-step
+records (as Flax splits ``LSTMCell`` from ``RNN``). A layer function is a cell run by the scan.
+Shapes legend: T time, B batch, D input, H hidden, P output (proj_size or H), G gate rows
+(4H; 3H without a forget gate).
 
 LSTM step (gate order i, f, g, o; the optional terms are the variants):
     a_t = LN_ih(W_ih x_t) + b_ih + LN_hh(W_hh (m * h_{t-1})) + b_hh     m: recurrent dropout
@@ -22,14 +25,109 @@ and recorded states are zero. reverse=True runs each sequence from its own last 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from cellstate.kernels.params import LSTMLayerParams, RNNLayerParams, StepNoise
+from cellstate.kernels.records import LSTM_STATE_NAMES, RNN_STATE_NAMES
 
 LAYER_NORM_EPS = 1e-5
-LSTM_STATE_NAMES = ("h", "c", "i", "f", "g", "o")
+
+# scan(cell, x, carry, noise, lengths, reverse, return_states) -> (output, carry, states | None)
+Scan = Callable[..., tuple[Tensor, tuple[Tensor, ...], dict[str, Tensor] | None]]
+
+
+def layer_norm(v: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """LN over the last dimension with gain ``weight`` (and ``bias``)."""
+    return F.layer_norm(v, v.shape[-1:], weight, bias, LAYER_NORM_EPS)
+
+
+# ---- the cells: one step's equations ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LSTMCell:
+    """The LSTM equations of one layer-direction. Carries (h, c); records h, c, i, f, g, o."""
+
+    p: LSTMLayerParams
+    names = LSTM_STATE_NAMES
+
+    def input(self, x: Tensor) -> Tensor:
+        """LN_ih(W_ih x_t) + b_ih of every step at once: x (T, B, D) -> (T, B, G)."""
+        p = self.p
+        xw = x @ p.w_ih.t()  # (T, B, G): every input projection in one GEMM
+        if p.ln_ih is not None:
+            xw = layer_norm(xw, p.ln_ih)
+        if p.b_ih is not None:
+            xw = xw + p.b_ih
+        return xw
+
+    def step(self, xw: Tensor, h_prev: Tensor, c_prev: Tensor) -> tuple[Tensor, ...]:
+        """xw (B, G) this step's input side, h_prev (B, P), c_prev (B, H).
+        Returns h (B, P), c (B, H), i, f, g, o (B, H)."""
+        p = self.p
+        hw = h_prev @ p.w_hh.t()  # (B, G)
+        if p.ln_hh is not None:
+            hw = layer_norm(hw, p.ln_hh)
+        if p.b_hh is not None:
+            hw = hw + p.b_hh
+        a = xw + hw  # (B, G)
+        if p.forget_gate:
+            a_i, a_f, a_g, a_o = a.chunk(4, 1)  # each (B, H)
+        else:
+            a_i, a_g, a_o = a.chunk(3, 1)
+        if p.w_ci is not None:
+            a_i = a_i + p.w_ci * c_prev
+            if p.forget_gate:
+                a_f = a_f + p.w_cf * c_prev
+        i = torch.sigmoid(a_i)
+        g = torch.tanh(a_g)
+        if p.forget_gate:
+            f = torch.sigmoid(a_f)
+            c = f * c_prev + i * g
+        else:
+            f = torch.ones_like(i)
+            c = c_prev + i * g  # the constant error carousel of 1997
+        if p.w_co is not None:
+            a_o = a_o + p.w_co * c
+        o = torch.sigmoid(a_o)
+        c_shown = c if p.ln_c_weight is None else layer_norm(c, p.ln_c_weight, p.ln_c_bias)
+        h = o * torch.tanh(c_shown)
+        if p.w_hr is not None:
+            h = h @ p.w_hr.t()  # (B, P)
+        return h, c, i, f, g, o
+
+
+@dataclass(frozen=True)
+class RNNCell:
+    """The plain-RNN equation of one layer-direction. Carries (h,); records h."""
+
+    p: RNNLayerParams
+    names = RNN_STATE_NAMES
+
+    def __post_init__(self):
+        if self.p.nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu'; got {self.p.nonlinearity!r}")
+
+    def input(self, x: Tensor) -> Tensor:
+        """W_ih x_t + b_ih of every step at once: x (T, B, D) -> (T, B, H)."""
+        xw = x @ self.p.w_ih.t()  # (T, B, H)
+        return xw if self.p.b_ih is None else xw + self.p.b_ih
+
+    def step(self, xw: Tensor, h_prev: Tensor) -> tuple[Tensor]:
+        """xw (B, H) this step's input side, h_prev (B, H). Returns (h,), h (B, H)."""
+        p = self.p
+        a = xw + h_prev @ p.w_hh.t()  # (B, H)
+        if p.b_hh is not None:
+            a = a + p.b_hh
+        return (torch.tanh(a) if p.nonlinearity == "tanh" else torch.relu(a),)
+
+
+# ---- the scan: one cell over a sequence ---------------------------------------------------
 
 
 def reverse_index(lengths: Tensor | None, T: int, B: int, device) -> Tensor:
@@ -46,19 +144,113 @@ def time_gather(x: Tensor, index: Tensor) -> Tensor:
     return x.gather(0, index.view(*index.shape, 1).expand_as(x))
 
 
-def _valid_masks(lengths: Tensor | None, T: int, device) -> list[Tensor | None]:
-    """Per step, a (B, 1) bool mask of the sequences still running (None: all are)."""
+def to_step_order(x: Tensor, lengths: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor | None]:
+    """x (T, B, *) in the order the steps run, and the index that undoes it (None: forward)."""
+    if not reverse:
+        return x, None
+    index = reverse_index(lengths, x.shape[0], x.shape[1], x.device)
+    return time_gather(x, index), index
+
+
+def scan_result(
+    index: Tensor | None,
+    output: Tensor,
+    carry: tuple[Tensor, ...],
+    records: dict[str, Tensor] | None,
+) -> tuple[Tensor, tuple[Tensor, ...], dict[str, Tensor] | None]:
+    """What a scan returns: output (T, B, *) and records back in input order (index: from
+    to_step_order), the carry, and the records (None: not asked for) after "h", the output."""
+    if index is not None:
+        output = time_gather(output, index)
+        if records is not None:
+            records = {k: time_gather(v, index) for k, v in records.items()}
+    return output, carry, (None if records is None else {"h": output, **records})
+
+
+def running_mask(lengths: Tensor | None, T: int, device) -> Tensor | None:
+    """(T, B, 1) bool: which sequences are still running at each step (None: all, always)."""
     if lengths is None:
-        return [None] * T
-    L = lengths.to(device)
-    return [(t < L).unsqueeze(1) for t in range(T)]
+        return None
+    return (torch.arange(T, device=device).unsqueeze(1) < lengths.to(device)).unsqueeze(-1)
+
+
+def zero_past_lengths(v: Tensor, running: Tensor | None) -> Tensor:
+    """v (T, B, *) with the steps past each sequence's length zeroed (running: running_mask)."""
+    return v if running is None else torch.where(running, v, 0)
 
 
 def _zoneout(z: Tensor | None, t: int, previous: Tensor, new: Tensor) -> Tensor:
+    """z: a (T, B, *) 0/1 mask (training) or the 0-dim probability (evaluation); None: off."""
     if z is None:
         return new
     zt = z[t] if z.dim() == 3 else z
     return zt * previous + (1 - zt) * new
+
+
+def scan(
+    cell: LSTMCell | RNNCell,
+    x: Tensor,
+    carry: tuple[Tensor, ...],
+    noise: StepNoise | None = None,
+    lengths: Tensor | None = None,
+    reverse: bool = False,
+    return_states: bool = False,
+) -> tuple[Tensor, tuple[Tensor, ...], dict[str, Tensor] | None]:
+    """Run ``cell`` over x (T, B, D) from ``carry`` = (h_0 (B, P), then c_0 (B, H) for the LSTM).
+
+    Around each step of the cell: recurrent dropout multiplies h_{t-1} by noise.recurrent_mask
+    (B, P); zoneout mixes each new carried state with its previous value (noise.zoneout_h for h,
+    noise.zoneout_c for c); a sequence past its length (lengths (B,)) keeps its state and
+    outputs zeros. reverse=True runs each sequence from its own last element back; the outputs
+    and records come back in input order.
+
+    Returns output (T, B, P) (every h_t), the final carry and, with return_states, a dict of
+    every step's values by ``cell.names`` ("h" is the output), each (T, B, *), zero past a
+    sequence's length.
+    """
+    noise = noise or StepNoise()
+    zoneout = (noise.zoneout_h, noise.zoneout_c)[: len(carry)]
+    T = x.shape[0]
+    x, index = to_step_order(x, lengths, reverse)
+    running = running_mask(lengths, T, x.device)  # (T, B, 1) or None
+    running_steps = [None] * T if running is None else running.unbind(0)  # each (B, 1)
+    # unbind, not xw[t]: the backward of indexing would write a whole (T, B, G) gradient per
+    # step (quadratic in T); unbind's backward stacks the T step gradients once.
+    xw_steps = cell.input(x).unbind(0)
+    outputs: list[Tensor] = []
+    records_by_step: list[tuple[Tensor, ...]] = []
+    n, mask = len(carry), noise.recurrent_mask
+    zoned = any(z is not None for z in zoneout)
+    for t in range(T):
+        h_prev = carry[0] if mask is None else carry[0] * mask
+        values = cell.step(xw_steps[t], h_prev, *carry[1:])  # the new carry, then the gates
+        new = values[:n]
+        if zoned:
+            new = tuple(
+                _zoneout(z, t, old, v) for z, old, v in zip(zoneout, carry, new, strict=True)
+            )
+        m = running_steps[t]
+        if m is None:
+            carry = new
+            outputs.append(new[0])
+        else:
+            carry = tuple(torch.where(m, v, old) for v, old in zip(new, carry, strict=True))
+            outputs.append(torch.where(m, new[0], 0))
+        if return_states:
+            records_by_step.append(new[1:] + values[n:])  # c, then the gates
+
+    output = torch.stack(outputs)  # (T, B, P)
+    records_by_name = None
+    if return_states:
+        steps_by_name = zip(*records_by_step, strict=True)  # per name, its T values
+        records_by_name = {
+            name: zero_past_lengths(torch.stack(steps), running)
+            for name, steps in zip(cell.names[1:], steps_by_name, strict=True)
+        }
+    return scan_result(index, output, carry, records_by_name)
+
+
+# ---- the layer functions: a cell run by a scan (the backend API) --------------------------
 
 
 def lstm_layer(
@@ -70,88 +262,17 @@ def lstm_layer(
     lengths: Tensor | None = None,
     reverse: bool = False,
     return_states: bool = False,
+    *,
+    scan: Scan = scan,
 ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor] | None]:
-    """One LSTM layer over a sequence.
+    """One LSTM layer over a sequence: LSTMCell(p) run by ``scan`` (a fused backend's own scan
+    replaces the default one, which runs the steps here in PyTorch).
 
     x (T, B, D), h0 (B, P), c0 (B, H), lengths (B,) or None.
     Returns output (T, B, P), h_n (B, P), c_n (B, H) and, with return_states, a dict of
     (T, B, P) "h" and (T, B, H) "c", "i", "f", "g", "o".
     """
-    noise = noise or StepNoise()
-    T, B, _ = x.shape
-    if reverse:
-        index = reverse_index(lengths, T, B, x.device)
-        x = time_gather(x, index)
-
-    xw = x @ p.w_ih.t()  # (T, B, G): every input projection in one GEMM
-    if p.ln_ih is not None:
-        xw = F.layer_norm(xw, xw.shape[-1:], p.ln_ih, None, LAYER_NORM_EPS)
-    if p.b_ih is not None:
-        xw = xw + p.b_ih
-
-    # unbind, not xw[t]: the backward of indexing would write a whole (T, B, G) gradient per
-    # step (quadratic in T); unbind's backward stacks the T step gradients once.
-    xw_steps = xw.unbind(0)
-    h, c = h0, c0
-    outputs: list[Tensor] = []
-    record: dict[str, list[Tensor]] = {k: [] for k in LSTM_STATE_NAMES} if return_states else {}
-    valid = _valid_masks(lengths, T, x.device)
-    for t in range(T):
-        h_in = h if noise.recurrent_mask is None else h * noise.recurrent_mask
-        hw = h_in @ p.w_hh.t()  # (B, G)
-        if p.ln_hh is not None:
-            hw = F.layer_norm(hw, hw.shape[-1:], p.ln_hh, None, LAYER_NORM_EPS)
-        if p.b_hh is not None:
-            hw = hw + p.b_hh
-        a = xw_steps[t] + hw  # (B, G)
-        if p.forget_gate:
-            a_i, a_f, a_g, a_o = a.chunk(4, 1)  # each (B, H)
-        else:
-            a_i, a_g, a_o = a.chunk(3, 1)
-        if p.w_ci is not None:
-            a_i = a_i + p.w_ci * c
-            if p.forget_gate:
-                a_f = a_f + p.w_cf * c
-        i = torch.sigmoid(a_i)
-        g = torch.tanh(a_g)
-        if p.forget_gate:
-            f = torch.sigmoid(a_f)
-            c_new = f * c + i * g
-        else:
-            f = torch.ones_like(i)
-            c_new = c + i * g  # the constant error carousel of 1997
-        if p.w_co is not None:
-            a_o = a_o + p.w_co * c_new
-        o = torch.sigmoid(a_o)
-        c_shown = c_new
-        if p.ln_c_weight is not None:
-            c_shown = F.layer_norm(
-                c_new, c_new.shape[-1:], p.ln_c_weight, p.ln_c_bias, LAYER_NORM_EPS
-            )
-        h_new = o * torch.tanh(c_shown)
-        if p.w_hr is not None:
-            h_new = h_new @ p.w_hr.t()  # (B, P)
-        c_new = _zoneout(noise.zoneout_c, t, c, c_new)
-        h_new = _zoneout(noise.zoneout_h, t, h, h_new)
-
-        m = valid[t]
-        if m is None:
-            h, c, out = h_new, c_new, h_new
-        else:
-            h = torch.where(m, h_new, h)
-            c = torch.where(m, c_new, c)
-            out = torch.where(m, h_new, torch.zeros_like(h_new))
-        outputs.append(out)
-        if return_states:
-            for name, value in zip(LSTM_STATE_NAMES, (h_new, c_new, i, f, g, o), strict=True):
-                record[name].append(value if m is None else torch.where(m, value, 0))
-
-    output = torch.stack(outputs)  # (T, B, P)
-    states = {k: torch.stack(v) for k, v in record.items()} if return_states else None
-    if reverse:
-        output = time_gather(output, index)
-        if states is not None:
-            states = {k: time_gather(v, index) for k, v in states.items()}
+    output, (h, c), states = scan(LSTMCell(p), x, (h0, c0), noise, lengths, reverse, return_states)
     return output, h, c, states
 
 
@@ -162,39 +283,13 @@ def rnn_layer(
     lengths: Tensor | None = None,
     reverse: bool = False,
     return_states: bool = False,
+    *,
+    scan: Scan = scan,
 ) -> tuple[Tensor, Tensor, dict[str, Tensor] | None]:
-    """One plain-RNN layer over a sequence.
+    """One plain-RNN layer over a sequence: RNNCell(p) run by ``scan`` (as in lstm_layer).
 
     x (T, B, D), h0 (B, H). Returns output (T, B, H), h_n (B, H) and, with return_states,
-    {"h": (T, B, H)} (equal to the output: the RNN has no other state).
+    {"h": (T, B, H)} (the output: the RNN has no other state).
     """
-    T, B, _ = x.shape
-    if reverse:
-        index = reverse_index(lengths, T, B, x.device)
-        x = time_gather(x, index)
-    act = torch.tanh if p.nonlinearity == "tanh" else torch.relu
-
-    xw = x @ p.w_ih.t()  # (T, B, H)
-    if p.b_ih is not None:
-        xw = xw + p.b_ih
-    xw_steps = xw.unbind(0)  # see lstm_layer: indexing would be quadratic in T in backward
-    h = h0
-    outputs: list[Tensor] = []
-    valid = _valid_masks(lengths, T, x.device)
-    for t in range(T):
-        a = xw_steps[t] + h @ p.w_hh.t()
-        if p.b_hh is not None:
-            a = a + p.b_hh
-        h_new = act(a)
-        m = valid[t]
-        if m is None:
-            h, out = h_new, h_new
-        else:
-            h = torch.where(m, h_new, h)
-            out = torch.where(m, h_new, torch.zeros_like(h_new))
-        outputs.append(out)
-
-    output = torch.stack(outputs)  # (T, B, H)
-    if reverse:
-        output = time_gather(output, index)
-    return output, h, ({"h": output} if return_states else None)
+    output, (h,), states = scan(RNNCell(p), x, (h0,), None, lengths, reverse, return_states)
+    return output, h, states

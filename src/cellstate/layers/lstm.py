@@ -12,7 +12,7 @@ from cellstate import init as initialisers
 from cellstate.kernels import dispatch
 from cellstate.kernels.masks import bernoulli_mask
 from cellstate.kernels.params import LSTMLayerParams, StepNoise
-from cellstate.kernels.reference import LSTM_STATE_NAMES
+from cellstate.kernels.records import LSTM_STATE_NAMES
 from cellstate.layers.base import RecurrentBase
 from cellstate.layers.states import RecurrentStates
 
