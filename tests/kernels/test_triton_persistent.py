@@ -1,0 +1,136 @@
+"""Stage B of the Triton backend (the persistent kernels, ``persistent_ops``) on CPU through
+Triton's interpreter: selected with CELLSTATE_TRITON_STAGE=B, every LSTM variant against the
+reference backend (outputs, final states, per-step states, every gradient) in float64 and
+float32, 16-bit within the 16-bit reference's error, several programs, a gradcheck, and the
+selection itself. Each test checks that the persistent kernels ran (not Stage A's loop)."""
+
+import os
+from dataclasses import replace
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+pytest.importorskip("triton", reason="triton is not installed: the Triton backend is untested")
+if os.environ["TRITON_INTERPRET"] != "1":
+    pytest.skip("TRITON_INTERPRET is set to something else than 1", allow_module_level=True)
+
+import cellstate  # noqa: E402
+from cellstate.kernels import reference  # noqa: E402
+from cellstate.kernels.triton import backend as triton_backend  # noqa: E402
+from cellstate.kernels.triton import lstm_ops, persistent_ops  # noqa: E402
+from tests.kernels.test_cpu_modules import LSTM_VARIANTS  # noqa: E402
+from tests.kernels.test_triton import (  # noqa: E402
+    H,
+    _check,
+    _everything,
+    _inputs,
+    _layer_results,
+    _pair,
+)
+
+
+@pytest.fixture
+def stage_b(monkeypatch):
+    """CELLSTATE_TRITON_STAGE=B, counting the persistent launches: the test must launch both."""
+    monkeypatch.setenv(lstm_ops.STAGE_VARIABLE, "B")
+    launches = {"forward": 0, "backward": 0}
+    for name in launches:
+        original = getattr(persistent_ops, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            launches[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(persistent_ops, name, counted)
+    yield launches
+    assert launches["forward"] > 0 and launches["backward"] > 0, launches
+
+
+# One bidirectional layer, packed (ragged lengths, a reverse direction): every variant in
+# float64, and anchored to float64 in float32.
+CASES = [(v, torch.float64) for v in LSTM_VARIANTS]
+CASES += [(v, torch.float32) for v in ("plain", "layer_norm", "everything")]
+
+
+@pytest.mark.parametrize(
+    ("variant", "dtype"), CASES, ids=[f"{v}-{str(d)[6:]}" for v, d in CASES]
+)  # fmt: skip
+def test_lstm_matches_reference(stage_b, variant, dtype):
+    kwargs = dict(LSTM_VARIANTS[variant], bidirectional=True)
+    ours, ref = _pair(cellstate.LSTM, dtype, **kwargs)
+    P = kwargs.get("proj_size") or H
+    _check(ours, ref, _inputs("packed", dtype, False, [P, H]), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_several_programs_with_every_variant(stage_b, dtype):
+    """18 rows: two programs of 16 rows, the second one mostly masked; every variant, ragged
+    lengths, reverse direction; every result and gradient of one layer-direction."""
+    x, h0, c0, p, noise, _ = _everything(dtype, T=3, B=18, H=3, P=2)
+    lengths = torch.randint(1, 4, (18,), generator=torch.Generator().manual_seed(0))
+    leaves = [x, h0, c0, p.w_ih, p.w_hh, p.b_ih, p.b_hh, p.w_hr, p.w_ci, p.w_cf, p.w_co]
+    leaves += [p.ln_ih, p.ln_hh, p.ln_c_weight, p.ln_c_bias]
+    results = {}
+    for kernel in (triton_backend, reference):
+        values = _layer_results(x, h0, c0, p, noise, lengths, kernel)
+        loss = sum((v * torch.cos(torch.arange(v.numel()).view_as(v))).sum() for v in values)
+        results[kernel] = [*values, *torch.autograd.grad(loss, leaves)]
+    tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-5}
+    for k, (a, b) in enumerate(zip(results[triton_backend], results[reference], strict=True)):
+        torch.testing.assert_close(a, b, **tol, msg=lambda m, k=k: f"result {k}: {m}")
+
+
+def test_gradcheck_of_the_driver(stage_b):
+    """Every variant, lengths, reverse direction, per-step states: float64 gradcheck."""
+    x, h0, c0, p, noise, lengths = _everything()
+    # the inputs of the op the persistent kernels run (the input side is torch's autograd)
+    recurrent = (p.w_hh, p.w_hr, p.w_ci, p.w_cf, p.ln_hh, p.ln_c_weight)
+
+    def f(h0, c0, w_hh, w_hr, w_ci, w_cf, ln_hh, ln_c_weight):
+        q = replace(
+            p, w_hh=w_hh, w_hr=w_hr, w_ci=w_ci, w_cf=w_cf, ln_hh=ln_hh, ln_c_weight=ln_c_weight
+        )
+        return _layer_results(x.detach(), h0, c0, q, noise, lengths)
+
+    assert torch.autograd.gradcheck(f, (h0, c0, *recurrent), fast_mode=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_16_bit_is_as_close_to_float64_as_the_16_bit_reference(stage_b, dtype):
+    """16-bit weights (the recurrent products in 16-bit operands, float32 sums; bfloat16 is
+    multiplied in float32 under the interpreter, whose bfloat16 dot is wrong): every output
+    and gradient within 3x the 16-bit reference's worst error against float64."""
+    weights = cellstate.LSTM(4, H, dtype=torch.float64, peephole=True).state_dict()
+    x = torch.randn(5, 3, 4, dtype=dtype)
+    results = []
+    for backend, dt in (("triton", dtype), ("reference", dtype), ("reference", torch.float64)):
+        lstm = cellstate.LSTM(4, H, backend=backend, dtype=dt, peephole=True)
+        lstm.load_state_dict({k: v.to(dtype).to(dt) for k, v in weights.items()})
+        out, (_, c) = lstm(x.to(dt))
+        (out.float().sum() + c.float().sum()).backward()
+        results.append([out, *(q.grad for q in lstm.parameters())])
+
+    def error(a, exact):
+        return ((a.double() - exact).abs().max() / exact.abs().max()).item()
+
+    ours, theirs, exact = results
+    bar = 3 * max(error(b, e) for b, e in zip(theirs, exact, strict=True))
+    for k, (a, e) in enumerate(zip(ours, exact, strict=True)):
+        assert error(a, e) <= bar, f"result {k}: {error(a, e):.1e} > {bar:.1e}"
+
+
+def test_stage_selection(monkeypatch):
+    """A by default; B only when asked and the shape fits; a wrong value names the variable."""
+    monkeypatch.delenv(lstm_ops.STAGE_VARIABLE, raising=False)
+    assert lstm_ops.stage_for((1000, 32, 128, 128)) == "A"
+    monkeypatch.setenv(lstm_ops.STAGE_VARIABLE, "B")
+    assert lstm_ops.stage_for((1000, 32, 128, 128)) == "B"
+    assert lstm_ops.stage_for((1000, 32, 256, 128)) == "B"
+    assert lstm_ops.stage_for((100, 64, 512, 512)) == "A"
+    assert lstm_ops.stage_for((100, 64, 512, 256)) == "A"  # H too large for B's tile
+    assert "H=512" in persistent_ops.unsupported((100, 64, 512, 256))
+    monkeypatch.setenv(lstm_ops.STAGE_VARIABLE, "b")
+    with pytest.raises(ValueError, match="CELLSTATE_TRITON_STAGE must be A or B; got 'b'"):
+        lstm_ops.stage_for((1, 1, 1, 1))
