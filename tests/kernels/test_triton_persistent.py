@@ -4,8 +4,12 @@ reference backend (outputs, final states, per-step states, every gradient) in fl
 float32, 16-bit within the 16-bit reference's error, several programs, a gradcheck, and the
 selection itself. Each test checks that the persistent kernels ran (not Stage A's loop)."""
 
+import importlib.util
+import json
 import os
+import subprocess
 from dataclasses import replace
+from pathlib import Path
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
@@ -29,6 +33,8 @@ from tests.kernels.test_triton import (  # noqa: E402
     _layer_results,
     _pair,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -134,3 +140,41 @@ def test_stage_selection(monkeypatch):
     monkeypatch.setenv(lstm_ops.STAGE_VARIABLE, "b")
     with pytest.raises(ValueError, match="CELLSTATE_TRITON_STAGE must be A or B; got 'b'"):
         lstm_ops.stage_for((1, 1, 1, 1))
+
+
+def test_stages_benchmark_smoke_run(stage_b, tmp_path):
+    """benchmarks/gpu.py --stages --smoke (tiny, interpreter): Stage A, Stage B and
+    torch.nn.LSTM timed for each row, and a winner line per row and mode, so that the GPU
+    session gets a script that runs."""
+    spec = importlib.util.spec_from_file_location("gpu_benchmark", ROOT / "benchmarks/gpu.py")
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    out = tmp_path / "stages.json"
+    assert gpu.main(["--stages", "--smoke", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert all(row["error"] is None and row["ms"] > 0 for row in data["rows"])
+    impls = {(row["variant"], row["impl"]) for row in data["rows"]}
+    assert impls == {
+        ("plain", "triton A"), ("plain", "triton B"), ("plain", "torch.nn.LSTM"),
+        ("layer_norm", "triton A"), ("layer_norm", "triton B"),
+    }  # fmt: skip
+    wins = [line for line in data["winners"] if " wins, " in line]
+    assert len(wins) == 4, data["winners"]
+
+
+def test_gpu_check_script_runs_both_stages(tmp_path):
+    """benchmarks/gpu_check.sh --dry-run lists its steps within the budget, Stage B's tests and
+    the stages benchmark among them, and skips what the budget cannot hold."""
+    script = str(ROOT / "benchmarks/gpu_check.sh")
+    dry = subprocess.run(
+        ["bash", script, "--dry-run", str(tmp_path / "a")], capture_output=True, text=True
+    )
+    assert dry.returncode == 0, dry.stderr
+    steps = [line.split(" ")[0] for line in dry.stdout.splitlines()]
+    assert steps[:4] == ["tests_stage_a", "tests_stage_b", "stages", "benchmark"]
+    assert "--stages --out" in dry.stdout
+    small = subprocess.run(
+        ["bash", script, "--dry-run", str(tmp_path / "b")],
+        capture_output=True, text=True, env={**os.environ, "BUDGET": "15"},
+    )  # fmt: skip
+    assert small.stdout.count("skipped, ") == len(steps), small.stdout
