@@ -9,8 +9,10 @@ Without ``--stages`` this is ``cellstate bench --device cuda`` (cellstate/cli/be
 ``--stages`` times, side by side in one process with rounds interleaved (medians of
 ``--repeats`` after two warm-ups), the two recurrences of the Triton LSTM, selected with
 CELLSTATE_TRITON_STAGE around each forward + backward: "A" (a GEMM and a fused kernel per step)
-and "B" (the persistent kernels, one launch each way), with torch.nn.LSTM on the same weights
-for the plain layer, training and inference, at the small hidden sizes Stage B is for. It writes
+and "B" (the persistent kernels, one launch each way; where its default is 4 batch rows per
+program, float32 without TF32, also with 16: CELLSTATE_TRITON_STAGE_B_ROWS), with
+torch.nn.LSTM on the same weights for the plain layer, training and inference, at the small
+hidden sizes Stage B is for. It writes
 JSON after every measurement and ends with one line per shape, dtype and mode saying which stage
 wins, by how much, and how the winner compares with torch.nn.LSTM: the figures from which the
 default of ``lstm_ops.stage_for`` is to be chosen.
@@ -34,7 +36,9 @@ import cellstate
 from cellstate.cli import bench_gpu
 from cellstate.cli.bench_gpu import DTYPES, VARIANTS, Recorder
 
-STAGE_VARIABLE = "CELLSTATE_TRITON_STAGE"  # lstm_ops.STAGE_VARIABLE (imported lazily: triton)
+# lstm_ops.STAGE_VARIABLE and persistent_ops.ROWS_VARIABLE (imported lazily: they need triton)
+STAGE_VARIABLE = "CELLSTATE_TRITON_STAGE"
+ROWS = "CELLSTATE_TRITON_STAGE_B_ROWS"
 STAGE_ROWS = [  # (T, B, D, H), dtype, variant
     ((1000, 32, 2, 128), "fp32", "plain"),
     ((1000, 32, 2, 128), "fp32-tf32", "plain"),
@@ -46,33 +50,33 @@ SMOKE_ROWS = [((3, 2, 2, 4), "fp32", "plain"), ((3, 2, 2, 4), "fp32", "layer_nor
 
 
 @contextmanager
-def stage(name: str | None):
-    """CELLSTATE_TRITON_STAGE=name inside (unchanged for None), restored after."""
-    old = os.environ.get(STAGE_VARIABLE)
-    if name is not None:
-        os.environ[STAGE_VARIABLE] = name
+def environment(values: dict[str, str]):
+    """The environment variables ``values`` set inside, restored after."""
+    old = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop(STAGE_VARIABLE, None)
-        else:
-            os.environ[STAGE_VARIABLE] = old
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _time(models: dict, x, training: bool, repeats: int, device) -> dict[str, float | str]:
-    """Median ms per (model, stage) entry, rounds interleaved; an entry that raises gives its
-    error message instead (and is not run again)."""
+    """Median ms per entry (a model and the environment it runs in), rounds interleaved; an
+    entry that raises gives its error message instead (and is not run again)."""
     results: dict[str, float | str] = {}
     times: dict[str, list[float]] = {name: [] for name in models}
     warm_ups = 2 if device.type == "cuda" else 1
     cotangents = {}
     for round_ in range(warm_ups + repeats):
-        for name, (model, stage_name) in models.items():
+        for name, (model, env) in models.items():
             if isinstance(results.get(name), str):
                 continue
             try:
-                with stage(stage_name):
+                with environment(env):
                     if name not in cotangents:
                         cotangents[name] = torch.ones_like(bench_gpu._data(model(x)[0]))
                     cotangent = cotangents[name]
@@ -94,6 +98,7 @@ def _time(models: dict, x, training: bool, repeats: int, device) -> dict[str, fl
 def measure_stages(rec: Recorder, rows, repeats: int, device) -> None:
     """Stage A, Stage B and (plain layer) torch.nn.LSTM on the same weights, train and infer."""
     from cellstate.kernels.triton.lstm_ops import stage_for
+    from cellstate.kernels.triton.persistent_ops import rows_per_program
 
     for shape, dname, variant in rows:
         T, B, D, H = shape
@@ -106,12 +111,14 @@ def measure_stages(rec: Recorder, rows, repeats: int, device) -> None:
             ours = cellstate.LSTM.from_torch(torch_lstm, backend="triton")
         else:
             ours = cellstate.LSTM(D, H, backend="triton", device=device, dtype=dtype, **kwargs)
-        models = {"triton A": (ours, "A")}
-        with stage("B"):
+        models = {"triton A": (ours, {STAGE_VARIABLE: "A"})}
+        with environment({STAGE_VARIABLE: "B"}):
             if stage_for((T, B, H, kwargs.get("proj_size") or H)) == "B":  # else: not measured
-                models["triton B"] = (ours, "B")
+                models["triton B"] = (ours, {STAGE_VARIABLE: "B"})
+                if rows_per_program(dtype, tf32) != 16:  # and tl.dot's 16 rows
+                    models["triton B, 16 rows"] = (ours, {STAGE_VARIABLE: "B", ROWS: "16"})
         if torch_lstm is not None:
-            models["torch.nn.LSTM"] = (torch_lstm, None)
+            models["torch.nn.LSTM"] = (torch_lstm, {})
         x = bench_gpu._input(shape, dtype, device, packed=False)
         kernels = bench_gpu._torch_kernels(torch_lstm, x, device) if torch_lstm else []
         for mode in ("train", "infer"):
@@ -125,7 +132,8 @@ def measure_stages(rec: Recorder, rows, repeats: int, device) -> None:
 
 
 def winners(rows: list[dict]) -> list[str]:
-    """Per shape, dtype, variant and mode: the faster stage, by how much, against torch."""
+    """Per shape, dtype, variant and mode: the fastest Triton entry, the others' times as
+    multiples of it, and the winner against torch.nn.LSTM."""
     lines = []
     groups: dict[tuple, dict[str, dict]] = {}
     for row in rows:
@@ -134,18 +142,20 @@ def winners(rows: list[dict]) -> list[str]:
     for (shape, dname, variant, mode), impls in groups.items():
         label = f"{'x'.join(map(str, shape))} {dname} {variant} {mode}"
         errors = [f"{i}: {r['error']}" for i, r in impls.items() if r.get("error")]
-        a, b = impls.get("triton A"), impls.get("triton B")
-        if errors or a is None or b is None:
+        ours = {i: r for i, r in impls.items() if i.startswith("triton")}
+        if errors or "triton B" not in ours:
             lines.append(f"{label}: no comparison ({'; '.join(errors) or 'Stage B not run'})")
             continue
-        win, lose = (b, a) if b["ms"] < a["ms"] else (a, b)
-        line = (
-            f"{label}: Stage {win['impl'][-1]} wins, {win['ms']:.2f} ms vs "
-            f"{lose['ms']:.2f} ms ({lose['ms'] / win['ms']:.2f}x)"
+        win = min(ours.values(), key=lambda r: r["ms"])
+        others = ", ".join(
+            f"{i} {r['ms'] / win['ms']:.2f}x" for i, r in ours.items() if r is not win
         )
+        line = f"{label}: {win['impl']} wins, {win['ms']:.2f} ms ({others})"
         theirs = impls.get("torch.nn.LSTM")
         if theirs is not None:
-            line += f"; torch.nn.LSTM {theirs['ms']:.2f} ms ({win['ms'] / theirs['ms']:.2f}x)"
+            line += (
+                f"; torch.nn.LSTM {theirs['ms']:.2f} ms (winner {win['ms'] / theirs['ms']:.2f}x)"
+            )
         lines.append(line)
     return lines
 

@@ -70,10 +70,18 @@ def test_lstm_matches_reference(stage_b, variant, dtype):
     _check(ours, ref, _inputs("packed", dtype, False, [P, H]), dtype)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-def test_several_programs_with_every_variant(stage_b, dtype):
-    """18 rows: two programs of 16 rows, the second one mostly masked; every variant, ragged
-    lengths, reverse direction; every result and gradient of one layer-direction."""
+ROW_CASES = [(torch.float64, "16"), (torch.float64, "4"), (torch.float32, None)]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "rows"), ROW_CASES, ids=["f64-16rows", "f64-4rows", "f32-default"]
+)  # fmt: skip
+def test_several_programs_with_every_variant(stage_b, monkeypatch, dtype, rows):
+    """18 rows: two programs of 16 rows (tl.dot) or five of 4 (the FMA path), the last one
+    mostly masked; every variant, ragged lengths, reverse direction; every result and gradient
+    of one layer-direction."""
+    if rows is not None:
+        monkeypatch.setenv(persistent_ops.ROWS_VARIABLE, rows)
     x, h0, c0, p, noise, _ = _everything(dtype, T=3, B=18, H=3, P=2)
     lengths = torch.randint(1, 4, (18,), generator=torch.Generator().manual_seed(0))
     leaves = [x, h0, c0, p.w_ih, p.w_hh, p.b_ih, p.b_hh, p.w_hr, p.w_ci, p.w_cf, p.w_co]
@@ -142,10 +150,24 @@ def test_stage_selection(monkeypatch):
         lstm_ops.stage_for((1, 1, 1, 1))
 
 
+def test_rows_per_program(monkeypatch):
+    """16 rows where tensor cores can run the products, 4 elsewhere, or what is asked for."""
+    monkeypatch.delenv(persistent_ops.ROWS_VARIABLE, raising=False)
+    assert persistent_ops.rows_per_program(torch.bfloat16, tf32=False) == 16
+    assert persistent_ops.rows_per_program(torch.float32, tf32=False) == 4
+    assert persistent_ops.rows_per_program(torch.float32, tf32=True) == 16
+    assert persistent_ops.rows_per_program(torch.float64, tf32=True) == 4
+    monkeypatch.setenv(persistent_ops.ROWS_VARIABLE, "8")
+    assert persistent_ops.rows_per_program(torch.float16, tf32=False) == 8
+    monkeypatch.setenv(persistent_ops.ROWS_VARIABLE, "3")
+    with pytest.raises(ValueError, match="CELLSTATE_TRITON_STAGE_B_ROWS must be one of 1, 2"):
+        persistent_ops.rows_per_program(torch.float16, tf32=False)
+
+
 def test_stages_benchmark_smoke_run(stage_b, tmp_path):
-    """benchmarks/gpu.py --stages --smoke (tiny, interpreter): Stage A, Stage B and
-    torch.nn.LSTM timed for each row, and a winner line per row and mode, so that the GPU
-    session gets a script that runs."""
+    """benchmarks/gpu.py --stages --smoke (tiny, interpreter): Stage A, Stage B (float32: with
+    4 rows per program and with 16) and torch.nn.LSTM timed for each row, and a winner line per
+    row and mode, so that the GPU session gets a script that runs."""
     spec = importlib.util.spec_from_file_location("gpu_benchmark", ROOT / "benchmarks/gpu.py")
     gpu = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu)
@@ -155,8 +177,9 @@ def test_stages_benchmark_smoke_run(stage_b, tmp_path):
     assert all(row["error"] is None and row["ms"] > 0 for row in data["rows"])
     impls = {(row["variant"], row["impl"]) for row in data["rows"]}
     assert impls == {
-        ("plain", "triton A"), ("plain", "triton B"), ("plain", "torch.nn.LSTM"),
-        ("layer_norm", "triton A"), ("layer_norm", "triton B"),
+        ("plain", "triton A"), ("plain", "triton B"), ("plain", "triton B, 16 rows"),
+        ("plain", "torch.nn.LSTM"), ("layer_norm", "triton A"), ("layer_norm", "triton B"),
+        ("layer_norm", "triton B, 16 rows"),
     }  # fmt: skip
     wins = [line for line in data["winners"] if " wins, " in line]
     assert len(wins) == 4, data["winners"]

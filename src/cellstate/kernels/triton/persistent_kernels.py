@@ -9,6 +9,10 @@ under ``TRITON_INTERPRET=1``. Between the phases of a step the program's own thr
 rows through global memory (h, c, the product), made visible by ``tl.debug_barrier()`` (a
 CTA barrier orders the block's global memory accesses, as __syncthreads does).
 
+Rows per program: 16 where the products run on tensor cores (16-bit, or float32 with TF32; 16
+is tl.dot's smallest M), 4 otherwise (float32 without TF32 runs on the FMA units either way, so
+fewer rows spread a small batch over more SMs); ``persistent_ops`` chooses, untuned.
+
 W_hh is not pinned in registers: a (4H, H) matrix of H=128 is 256 KB in float32, past the
 register file of an SM, so it is streamed in (BLOCK_N, BLOCK_K) tiles that stay cache-resident
 across steps. What removing per-step launches gains over Stage A, and whether holding W_hh in
@@ -34,7 +38,9 @@ def rows_times_matrix(
 ):  # fmt: skip
     """dst[r, n] = sum_k src[r, k] * w[n * s_n + k * s_k] for this program's rows r of the
     row-major src (B, K) and dst (B, N), in float32 (float64 if WIDE), stored in dst's dtype.
-    UPCAST: 16-bit operands multiplied in float32 (the interpreter's bfloat16 dot is wrong)."""
+    With 16 rows or more, tl.dot (tensor cores for 16-bit and TF32); with fewer (tl.dot's
+    smallest M is 16), products and sums on the FMA units. UPCAST: 16-bit operands multiplied
+    in float32 (the interpreter's bfloat16 dot is wrong)."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     in_rows = (rows < B)[:, None]
     ks = tl.arange(0, BLOCK_K)
@@ -52,10 +58,14 @@ def rows_times_matrix(
                 mask=(k < K)[:, None] & (n < N)[None, :],
                 other=0.0,
             )  # (BLOCK_K, BLOCK_N)
-            if UPCAST:
-                x = x.to(tl.float32)
-                y = y.to(tl.float32)
-            acc = tl.dot(x, y, acc, input_precision=PRECISION)
+            if BLOCK_B >= 16:
+                if UPCAST:
+                    x = x.to(tl.float32)
+                    y = y.to(tl.float32)
+                acc = tl.dot(x, y, acc, input_precision=PRECISION)
+            else:
+                x = x.to(acc.dtype)
+                acc += tl.sum(x[:, :, None] * y.to(acc.dtype)[None, :, :], 1)
         mask = in_rows & (n < N)[None, :]
         tl.store(dst + rows[:, None] * N + n[None, :], acc.to(dst.dtype.element_ty), mask=mask)
 
