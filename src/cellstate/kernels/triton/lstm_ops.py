@@ -6,7 +6,9 @@ Per step forward: one recurrent GEMM (torch.mm, cuBLAS on CUDA) and one fused Tr
 (``lstm_kernels.lstm_forward_step``); with a projection one more GEMM and a small kernel. Per
 step backward: one kernel and one GEMM (with a projection, a second of each). After the loop,
 dW_hh, dW_hr and the peephole and layer-norm gradients are whole-sequence GEMMs and sums: no
-atomics anywhere, so the same inputs give bit-identical gradients.
+atomics anywhere, so the same inputs give bit-identical gradients. Where ``stage_for`` says
+"B", the persistent kernels (``persistent_ops``) run the same steps on the same buffers in one
+launch each way instead of the per-step loops.
 """
 
 from __future__ import annotations
