@@ -71,20 +71,11 @@ def test_lstm_matches_reference(stage_b, variant, dtype):
     _check(ours, ref, _inputs("packed", dtype, False, [P, H]), dtype)
 
 
-ROW_CASES = [(torch.float64, "16"), (torch.float64, "4"), (torch.float32, None)]
-
-
-@pytest.mark.parametrize(
-    ("dtype", "rows"), ROW_CASES, ids=["f64-16rows", "f64-4rows", "f32-default"]
-)  # fmt: skip
-def test_several_programs_with_every_variant(stage_b, monkeypatch, dtype, rows):
-    """18 rows: two programs of 16 rows (tl.dot) or five of 4 (the FMA path), the last one
-    mostly masked; every variant, ragged lengths, reverse direction; every result and gradient
-    of one layer-direction."""
-    if rows is not None:
-        monkeypatch.setenv(persistent_ops.ROWS_VARIABLE, rows)
-    x, h0, c0, p, noise, _ = _everything(dtype, T=3, B=18, H=3, P=2)
-    lengths = torch.randint(1, 4, (18,), generator=torch.Generator().manual_seed(0))
+def _assert_layer_matches_reference(dtype, lengths, *shape):
+    """Every result and gradient of one layer-direction with every variant (ragged lengths,
+    reverse direction) against the reference; shape: T, B, D, H, P."""
+    T, B, D, H, P = shape
+    x, h0, c0, p, noise, _ = _everything(dtype, T=T, B=B, D=D, H=H, P=P)
     leaves = [x, h0, c0, p.w_ih, p.w_hh, p.b_ih, p.b_hh, p.w_hr, p.w_ci, p.w_cf, p.w_co]
     leaves += [p.ln_ih, p.ln_hh, p.ln_c_weight, p.ln_c_bias]
     results = {}
@@ -95,6 +86,30 @@ def test_several_programs_with_every_variant(stage_b, monkeypatch, dtype, rows):
     tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-5}
     for k, (a, b) in enumerate(zip(results[triton_backend], results[reference], strict=True)):
         torch.testing.assert_close(a, b, **tol, msg=lambda m, k=k: f"result {k}: {m}")
+
+
+ROW_CASES = [(torch.float64, "16"), (torch.float64, "4"), (torch.float32, None)]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "rows"), ROW_CASES, ids=["f64-16rows", "f64-4rows", "f32-default"]
+)  # fmt: skip
+def test_several_programs_with_every_variant(stage_b, monkeypatch, dtype, rows):
+    """18 rows: two programs of 16 rows (tl.dot) or five of 4 (the FMA path), the last one
+    mostly masked."""
+    if rows is not None:
+        monkeypatch.setenv(persistent_ops.ROWS_VARIABLE, rows)
+    lengths = torch.randint(1, 4, (18,), generator=torch.Generator().manual_seed(0))
+    _assert_layer_matches_reference(dtype, lengths, 3, 18, 2, 3, 2)
+
+
+@pytest.mark.parametrize("rows", ["16", "4"])
+def test_several_tiles_of_the_weights(stage_b, monkeypatch, rows):
+    """H=20, P=17: the products loop over several (BLOCK_K, BLOCK_N) tiles of W_hh (80 gate
+    rows: 2 column tiles of 64 forward, 2 of K backward with 16 rows; 2 K tiles of 16 with 4)
+    and of W_hr, partly masked."""
+    monkeypatch.setenv(persistent_ops.ROWS_VARIABLE, rows)
+    _assert_layer_matches_reference(torch.float64, torch.tensor([2, 3, 1, 3, 2]), 3, 5, 3, 20, 17)
 
 
 def test_gradcheck_of_the_driver(stage_b):
