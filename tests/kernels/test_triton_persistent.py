@@ -113,18 +113,17 @@ def test_several_tiles_of_the_weights(stage_b, monkeypatch, rows):
 
 
 def test_gradcheck_of_the_driver(stage_b):
-    """Every variant, lengths, reverse direction, per-step states: float64 gradcheck."""
+    """Every variant, lengths, reverse direction, per-step states: float64 gradcheck of the
+    states and the recurrent and projection matrices (the other gradients are compared with
+    the reference's above; each input here costs the interpreter two more runs)."""
     x, h0, c0, p, noise, lengths = _everything()
-    # the inputs of the op the persistent kernels run (the input side is torch's autograd)
-    recurrent = (p.w_hh, p.w_hr, p.w_ci, p.w_cf, p.ln_hh, p.ln_c_weight)
 
-    def f(h0, c0, w_hh, w_hr, w_ci, w_cf, ln_hh, ln_c_weight):
-        q = replace(
-            p, w_hh=w_hh, w_hr=w_hr, w_ci=w_ci, w_cf=w_cf, ln_hh=ln_hh, ln_c_weight=ln_c_weight
-        )
-        return _layer_results(x.detach(), h0, c0, q, noise, lengths)
+    def f(h0, c0, w_hh, w_hr):
+        q = replace(p, w_hh=w_hh, w_hr=w_hr)
+        results = _layer_results(x.detach(), h0, c0, q, noise, lengths)
+        return torch.cat([r.flatten() for r in results])  # one output: one backward
 
-    assert torch.autograd.gradcheck(f, (h0, c0, *recurrent), fast_mode=True)
+    assert torch.autograd.gradcheck(f, (h0, c0, p.w_hh, p.w_hr), fast_mode=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
