@@ -34,6 +34,9 @@ from tests.kernels.test_triton import (  # noqa: E402
     _layer_results,
     _pair,
 )
+from tests.kernels.test_triton import (  # noqa: E402
+    test_16_bit_is_as_close_to_float64_as_the_16_bit_reference as check_16_bit,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,25 +132,9 @@ def test_gradcheck_of_the_driver(stage_b):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
 def test_16_bit_is_as_close_to_float64_as_the_16_bit_reference(stage_b, dtype):
     """16-bit weights (the recurrent products in 16-bit operands, float32 sums; bfloat16 is
-    multiplied in float32 under the interpreter, whose bfloat16 dot is wrong): every output
-    and gradient within 3x the 16-bit reference's worst error against float64."""
-    weights = cellstate.LSTM(4, H, dtype=torch.float64, peephole=True).state_dict()
-    x = torch.randn(5, 3, 4, dtype=dtype)
-    results = []
-    for backend, dt in (("triton", dtype), ("reference", dtype), ("reference", torch.float64)):
-        lstm = cellstate.LSTM(4, H, backend=backend, dtype=dt, peephole=True)
-        lstm.load_state_dict({k: v.to(dtype).to(dt) for k, v in weights.items()})
-        out, (_, c) = lstm(x.to(dt))
-        (out.float().sum() + c.float().sum()).backward()
-        results.append([out, *(q.grad for q in lstm.parameters())])
-
-    def error(a, exact):
-        return ((a.double() - exact).abs().max() / exact.abs().max()).item()
-
-    ours, theirs, exact = results
-    bar = 3 * max(error(b, e) for b, e in zip(theirs, exact, strict=True))
-    for k, (a, e) in enumerate(zip(ours, exact, strict=True)):
-        assert error(a, e) <= bar, f"result {k}: {error(a, e):.1e} > {bar:.1e}"
+    multiplied in float32 under the interpreter, whose bfloat16 dot is wrong): Stage A's check,
+    every output and gradient within 3x the 16-bit reference's worst error against float64."""
+    check_16_bit(dtype)
 
 
 def test_stage_selection(monkeypatch):
