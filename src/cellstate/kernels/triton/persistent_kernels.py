@@ -2,8 +2,10 @@
 
 One program per tile of BLOCK_B batch rows runs every step of the sequence. A step is the same
 work as Stage A's step (``lstm_kernels``), whose kernels are called here as functions: the
-recurrent product of this program's rows with W_hh (``rows_times_matrix``, tl.dot over tiles
-of W_hh read from L2/L1 at each step), then the fused step of every variant. Rows never depend
+recurrent product of this program's rows with W_hh (``rows_times_matrix``, over tiles of W_hh
+read from L2/L1 at each step), then the fused step of every variant. Calling Stage A's step
+keeps one copy of each variant's math (layer norm, peepholes, the zoneout and recurrent
+masks the layer draws, lengths), so the two stages cannot drift apart. Rows never depend
 on other programs' rows, so no cross-program barrier is needed and the kernels run unchanged
 under ``TRITON_INTERPRET=1``. Between the phases of a step the program's own threads exchange
 rows through global memory (h, c, the product), made visible by ``tl.debug_barrier()`` (a
