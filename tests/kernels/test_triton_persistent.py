@@ -147,6 +147,7 @@ def test_stage_selection(monkeypatch):
     assert lstm_ops.stage_for((100, 64, 512, 512)) == "A"
     assert lstm_ops.stage_for((100, 64, 512, 256)) == "A"  # H too large for B's tile
     assert "H=512" in persistent_ops.unsupported((100, 64, 512, 256))
+    assert lstm_ops.stage_for((0, 32, 128, 128)) == "A"  # no steps: the last is run apart
     monkeypatch.setenv(lstm_ops.STAGE_VARIABLE, "b")
     with pytest.raises(ValueError, match="CELLSTATE_TRITON_STAGE must be A or B; got 'b'"):
         lstm_ops.stage_for((1, 1, 1, 1))

@@ -24,7 +24,9 @@ BLOCK_MATRIX = 64  # the (BLOCK_K, BLOCK_N) tiles of W_hh and W_hr per product (
 
 def unsupported(shape: tuple[int, int, int, int]) -> str | None:
     """Why Stage B does not take a layer of shape (T, B, H, P), or None."""
-    _, _, H, P = shape
+    T, _, H, P = shape
+    if T == 0:
+        return "an empty sequence has no steps to run (the kernels run the last step apart)"
     if max(H, P) > MAX_UNITS:
         return (
             f"the persistent kernel (Stage B) takes hidden and output sizes up to {MAX_UNITS}; "
