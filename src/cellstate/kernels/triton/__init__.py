@@ -37,6 +37,8 @@ Chosen because it is the design that runs every variant at the same number of la
 with cuBLAS doing the FLOPs at every shape, and that runs unchanged under the interpreter (CPU
 CI). Not done yet (needs a GPU to write and measure; see BENCHMARKS.md): the block sizes are
 untuned; per-step launches bound small shapes (about 2 launches each way per step from Python,
-~10 us each), which CUDA graphs over chunks of steps would remove; and Stage B, a persistent
-kernel holding W_hh on chip for H <= 128-256 (one launch per direction).
+~10 us each), which CUDA graphs over chunks of steps would remove. Stage B, persistent kernels
+running every step of H, P <= 256 in one launch per direction (``persistent_ops``), is written
+and tested through the interpreter but unmeasured, so it runs only with
+CELLSTATE_TRITON_STAGE=B (``lstm_ops.stage_for``).
 """

@@ -6,16 +6,20 @@ Per step forward: one recurrent GEMM (torch.mm, cuBLAS on CUDA) and one fused Tr
 (``lstm_kernels.lstm_forward_step``); with a projection one more GEMM and a small kernel. Per
 step backward: one kernel and one GEMM (with a projection, a second of each). After the loop,
 dW_hh, dW_hr and the peephole and layer-norm gradients are whole-sequence GEMMs and sums: no
-atomics anywhere, so the same inputs give bit-identical gradients.
+atomics anywhere, so the same inputs give bit-identical gradients. Where ``stage_for`` says
+"B", the persistent kernels (``persistent_ops``) run the same steps on the same buffers in one
+launch each way instead of the per-step loops.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 from torch import Tensor
 
 from cellstate.kernels.reference import LAYER_NORM_EPS
-from cellstate.kernels.triton import launch
+from cellstate.kernels.triton import launch, persistent_ops
 from cellstate.kernels.triton.layout import (
     GRAD_INPUTS,
     GRAD_OUTPUTS,
@@ -41,6 +45,20 @@ DOUBLE_BACKWARD = (
 
 torch.library.define(FORWARD, forward_schema())
 torch.library.define(BACKWARD, backward_schema())
+
+
+STAGE_VARIABLE = "CELLSTATE_TRITON_STAGE"
+
+
+def stage_for(shape: tuple[int, int, int, int]) -> str:
+    """The recurrence that runs a layer of shape (T, B, H, P): "A", a GEMM and a fused kernel
+    per step (every shape; the default until a GPU has measured both), or "B", the persistent
+    kernel of ``persistent_ops`` (one launch each way), where CELLSTATE_TRITON_STAGE=B and the
+    shape fits it; a shape that does not fit runs A."""
+    stage = os.environ.get(STAGE_VARIABLE, "A")
+    if stage not in ("A", "B"):
+        raise ValueError(f"{STAGE_VARIABLE} must be A or B; got {stage!r}")
+    return "B" if stage == "B" and persistent_ops.unsupported(shape) is None else "A"
 
 
 def _flags(a: dict) -> dict[str, object]:
@@ -97,14 +115,22 @@ def _forward(*args):
     o["hin"][0] = h0 if rm is None else h0 * rm
     hw = xa.new_empty(B, G, dtype=w_hh.dtype)
     hn = xa.new_empty(B, P, dtype=w_hh.dtype)
+    step_args = (
+        B, H, P, xa, hw, o["gates"], o["cell"], o["c_all"], o["h_all"], o["hin"], o["output"],
+        o["y"], o["n_hh"], o["stats"], *_variant_weights(a, xa), *zh, *zc, _or(rm, xa),
+        _or(a["lengths"], xa),
+    )  # fmt: skip
+    if stage_for((T, B, H, P)) == "B":
+        persistent_ops.forward(
+            T, step_args, w_hh, _or(w_hr, xa), hn, NG=G // H, PROJ=w_hr is not None,
+            EPS=LAYER_NORM_EPS, **flags,
+        )  # fmt: skip
+        return tuple(o[n] for n in OUTPUT_NAMES)
     for t in range(T):
         write_hin = t + 1 < T
         torch.mm(o["hin"][t], w_hh.t(), out=hw)  # (B, G)
         k.lstm_forward_step[grid](
-            t, B, H, P, xa, hw, o["gates"], o["cell"], o["c_all"], o["h_all"], o["hin"],
-            o["output"], o["y"], o["n_hh"], o["stats"], *_variant_weights(a, xa), *zh, *zc,
-            _or(rm, xa),
-            _or(a["lengths"], xa), NG=G // H, PROJ=w_hr is not None, WRITE_HIN=write_hin,
+            t, *step_args, NG=G // H, PROJ=w_hr is not None, WRITE_HIN=write_hin,
             EPS=LAYER_NORM_EPS, BLOCK_B=block_b, BLOCK_H=block_h, num_warps=n_warps, **flags,
         )  # fmt: skip
         if w_hr is not None:
@@ -146,7 +172,7 @@ def _backward(*args):
     block_bp, block_p, grid_p = launch.blocks(B, P, slots=1)
     dh_carry = gates.new_zeros(B, P)
     dc_carry = gates.new_zeros(B, H)
-    dh_gemm = hin.new_empty(B, P)
+    dh_gemm = hin.new_zeros(B, P)  # zero: Stage B adds it at the last step too
     da = g["xa"]  # (T, B, G): d xa, the gradient of the gate pre-activations
     dhw = hin.new_empty(T, B, G)
     dcs = gates.new_empty(T, B, H) if flags["LN_C"] else gates
@@ -156,26 +182,34 @@ def _backward(*args):
         HAS_DOUT=d_output is not None,
         HAS_DH_ALL=d_h_all is not None,
     )
-    for t in reversed(range(T)):
-        has_gemm = t + 1 < T
-        if w_hr is not None:
-            k.lstm_backward_projected[grid_p](
-                t, B, P, _or(d_output, gates), _or(d_h_all, gates), dh_carry, dh_gemm, dhn, *zh,
-                _or(rm, gates), _or(s["lengths"], gates), HAS_GEMM=has_gemm,
-                ZONEOUT_H=flags["ZONEOUT_H"], RMASK=flags["RMASK"], LENGTHS=flags["LENGTHS"],
-                BLOCK_B=block_bp, BLOCK_P=block_p, **present,
+    step_args = (
+        B, H, P, dy, _or(d_output, gates), _or(d_h_all, gates), dh_carry, dh_gemm,
+        _or(d_c_all, gates), dc_carry, _or(d_gates, gates), gates, cell, c_all,
+        _or(s["n_hh"], gates), _or(s["stats"], gates), *_variant_weights(s, gates), *zh, *zc,
+        _or(rm, gates), _or(s["lengths"], gates), da, dhw, dcs,
+    )  # fmt: skip
+    step_flags = dict(
+        NG=NG, PROJ=w_hr is not None, HAS_DC_ALL=d_c_all is not None,
+        HAS_DGATES=d_gates is not None, **flags, **present,
+    )  # fmt: skip
+    if stage_for((T, B, H, P)) == "B":
+        persistent_ops.backward(T, step_args, w_hh, _or(w_hr, gates), dhn, **step_flags)
+    else:
+        for t in reversed(range(T)):
+            has_gemm = t + 1 < T
+            if w_hr is not None:
+                k.lstm_backward_projected[grid_p](
+                    t, B, P, _or(d_output, gates), _or(d_h_all, gates), dh_carry, dh_gemm,
+                    dhn, *zh, _or(rm, gates), _or(s["lengths"], gates), HAS_GEMM=has_gemm,
+                    ZONEOUT_H=flags["ZONEOUT_H"], RMASK=flags["RMASK"],
+                    LENGTHS=flags["LENGTHS"], BLOCK_B=block_bp, BLOCK_P=block_p, **present,
+                )  # fmt: skip
+                torch.mm(dhn[t], w_hr, out=dy)  # (B, H)
+            k.lstm_backward_step[grid](
+                t, *step_args, HAS_GEMM=has_gemm, BLOCK_B=block_b, BLOCK_H=block_h,
+                num_warps=n_warps, **step_flags,
             )  # fmt: skip
-            torch.mm(dhn[t], w_hr, out=dy)  # (B, H)
-        k.lstm_backward_step[grid](
-            t, B, H, P, dy, _or(d_output, gates), _or(d_h_all, gates), dh_carry, dh_gemm,
-            _or(d_c_all, gates), dc_carry, _or(d_gates, gates), gates, cell, c_all,
-            _or(s["n_hh"], gates), _or(s["stats"], gates), *_variant_weights(s, gates), *zh, *zc,
-            _or(rm, gates), _or(s["lengths"], gates), da, dhw, dcs, NG=NG,
-            PROJ=w_hr is not None, HAS_GEMM=has_gemm, HAS_DC_ALL=d_c_all is not None,
-            HAS_DGATES=d_gates is not None, BLOCK_B=block_b, BLOCK_H=block_h, num_warps=n_warps,
-            **flags, **present,
-        )  # fmt: skip
-        torch.mm(dhw[t], w_hh, out=dh_gemm)  # (B, P)
+            torch.mm(dhw[t], w_hh, out=dh_gemm)  # (B, P)
 
     dh0 = dh_carry + (dh_gemm if rm is None else dh_gemm * rm)
     dc0 = dc_carry
