@@ -127,20 +127,17 @@ def test_a_wrong_call_of_an_entry_point_names_the_argument():
         kernel.lstm_forward(*args)
 
 
-@pytest.mark.parametrize("variant", LSTM_VARIANTS)
-def test_cpu_lstm_ops(variant):
-    values = _lstm_values((variant,))
-    torch.library.opcheck(ops.lstm_forward, _args(ops.LSTM, values), test_utils=FAST)
-    backward = _backward_args(ops.LSTM, ops.lstm_forward, values, need_dx=variant != "plain")
-    torch.library.opcheck(ops.lstm_backward, backward, test_utils=FAST[:2])
-
-
-@pytest.mark.parametrize("variant", RNN_VARIANTS)
-def test_cpu_rnn_ops(variant):
-    values = _rnn_values((variant,))
-    torch.library.opcheck(ops.rnn_forward, _args(ops.RNN, values), test_utils=FAST)
-    backward = _backward_args(ops.RNN, ops.rnn_forward, values, need_dx=variant != "plain")
-    torch.library.opcheck(ops.rnn_backward, backward, test_utils=FAST[:2])
+@pytest.mark.parametrize(
+    "layer, variant", [("lstm", v) for v in LSTM_VARIANTS] + [("rnn", v) for v in RNN_VARIANTS]
+)
+def test_cpu_ops(layer, variant):
+    op = ops.LSTM if layer == "lstm" else ops.RNN
+    forward = ops.lstm_forward if layer == "lstm" else ops.rnn_forward
+    backward = ops.lstm_backward if layer == "lstm" else ops.rnn_backward
+    values = (_lstm_values if layer == "lstm" else _rnn_values)((variant,))
+    torch.library.opcheck(forward, _args(op, values), test_utils=FAST)
+    backward_args = _backward_args(op, forward, values, need_dx=variant != "plain")
+    torch.library.opcheck(backward, backward_args, test_utils=FAST[:2])
 
 
 def test_cpu_ops_aot_dispatch_with_every_variant():
@@ -182,15 +179,9 @@ def test_triton_lstm_ops(variant):
 def test_triton_rnn_ops(variant):
     _, _, rnn_ops = _triton()
     values = _rnn_values((variant,))
-    xa = values["x"] @ values["w_ih"].detach().t()  # (T, B, H): the op's input
-    args = (xa.detach().requires_grad_(), values["h0"], values["w_hh"], values.get("lengths"))
-    args += (values["relu"],)
-    torch.library.opcheck(rnn_ops.rnn_forward, args, test_utils=FAST)
-    output, h_all, hin = rnn_ops.rnn_forward(
-        *(a.detach() if torch.is_tensor(a) else a for a in args)
-    )
-    backward = (torch.randn_like(output), torch.randn_like(h_all), args[1].detach(), h_all, hin)
-    backward += (args[2].detach(), args[3], args[4])
+    values["xa"] = (values["x"] @ values["w_ih"].t()).detach().requires_grad_()  # (T, B, H)
+    torch.library.opcheck(rnn_ops.rnn_forward, _args(rnn_ops.RNN, values), test_utils=FAST)
+    backward = _backward_args(rnn_ops.RNN, rnn_ops.rnn_forward, values)
     torch.library.opcheck(rnn_ops.rnn_backward, backward, test_utils=FAST[:2])
 
 

@@ -45,6 +45,15 @@ class Out:
     low: bool = False  # (Triton) in the weights' dtype, not the compute dtype
 
 
+@dataclass(frozen=True)
+class SequenceDims:
+    """The sizes a plain RNN op's result shapes are written in: T time, B batch, H hidden."""
+
+    T: int
+    B: int
+    H: int
+
+
 def tensor_args(params: type, leave_out: tuple[str, ...] = ()) -> tuple[Arg, ...]:
     """The tensor fields of a parameter dataclass in declaration order, differentiable: those
     without a default are required ("Tensor"), those defaulting to None optional ("Tensor?")."""
@@ -124,6 +133,18 @@ class OpDescription:
     def forward_schema(self) -> str:
         results = ", ".join("Tensor" for _ in self.outputs)
         return f"({', '.join(self.forward_args())}) -> ({results})"
+
+    def save_for_backward(self, ctx, inputs, outputs) -> dict:
+        """An autograd setup_context's work: marks the results without gradient, saves
+        ``saved`` (and the flags as ``ctx.flags``); returns the named inputs. (List
+        comprehensions rather than generators: this runs on every training call.)"""
+        a = dict(zip(self.input_names, inputs, strict=True))
+        saved = {**a, **dict(zip(self.output_names, outputs, strict=True))}
+        ctx.mark_non_differentiable(*[saved[o.name] for o in self.outputs if not o.grad])
+        ctx.set_materialize_grads(False)  # unused results get None, not zeros
+        ctx.save_for_backward(*[saved[n] for n in self.saved])
+        ctx.flags = [a[n] for n in self.saved_flags]
+        return a
 
     def backward_schema(self) -> str:
         results = ", ".join("Tensor" for _ in self.grad_inputs)

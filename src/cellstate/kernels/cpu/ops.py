@@ -20,6 +20,7 @@ Shapes: T time, B batch, D input, H hidden, P output (proj_size or H), G gate ro
 
 import dataclasses
 from dataclasses import dataclass
+from operator import attrgetter
 
 import torch
 from torch import Tensor
@@ -32,6 +33,7 @@ from cellstate.kernels.description import (
     Arg,
     OpDescription,
     Out,
+    SequenceDims,
     tensor_args,
 )
 from cellstate.kernels.params import LSTMLayerParams, RNNLayerParams, StepNoise
@@ -118,30 +120,17 @@ def _with_second_order(grads, inputs, grad_outputs, recompute):
 # ---- the ops' autograd, from their descriptions ----------------------------------------------
 
 
-def _setup_context(op: OpDescription, ctx, inputs, output) -> dict:
-    """Save what the backward op reads (``op.saved``, ``op.saved_flags``); the named inputs."""
-    a = dict(zip(op.input_names, inputs, strict=True))
-    o = dict(zip(op.output_names, output, strict=True))
-    ctx.mark_non_differentiable(*(o[out.name] for out in op.outputs if not out.grad))
-    ctx.set_materialize_grads(False)  # unused outputs get None, not (T, B, G) zeros
-    saved = {**a, **o}
-    ctx.save_for_backward(*(saved[n] for n in op.saved))
-    ctx.flags = tuple(a[n] for n in op.saved_flags)
-    return a
-
-
 def _backward(op: OpDescription, kernel, ctx, grads, recompute) -> tuple[Tensor | None, ...]:
     """One gradient (or None) per forward input from the backward kernel, made differentiable
     under create_graph (``_with_second_order``; recompute(saved) gives the forward's outputs)."""
-    d = dict(zip(op.output_names, grads, strict=True))
-    d_outputs = [d[n] for n in op.grad_outputs]
-    need_dx = ctx.needs_input_grad[0]
-    result = kernel(*d_outputs, *ctx.saved_tensors, *ctx.flags, need_dx)
+    d_outputs = [d for d, out in zip(grads, op.outputs, strict=True) if out.grad]
+    saved, needs = ctx.saved_tensors, ctx.needs_input_grad
+    result = kernel(*d_outputs, *saved, *ctx.flags, needs[0])  # need_dx
     r = dict(zip(op.grad_inputs, result, strict=True))
-    grads = tuple(
-        r[a.name] if a.grad and ctx.needs_input_grad[k] else None for k, a in enumerate(op.inputs)
-    )
-    s = dict(zip(op.saved, ctx.saved_tensors, strict=True))
+    grads = tuple([r[a.name] if a.grad and needs[k] else None for k, a in enumerate(op.inputs)])
+    if not torch.is_grad_enabled():
+        return grads
+    s = dict(zip(op.saved, saved, strict=True))
     return _with_second_order(
         grads, [s.get(n) for n in op.input_names], d_outputs, lambda: recompute(s, *ctx.flags)
     )
@@ -156,6 +145,26 @@ def _grads_fake(op: OpDescription, args) -> tuple[Tensor, ...]:
     return tuple(
         torch.empty_like(s[n]) if s[n] is not None else s["h0"].new_empty(0) for n in op.grad_inputs
     )
+
+
+def _define(name: str, op: OpDescription, raw_forward, raw_backward, dims):
+    """The custom ops ``cellstate::<name>_forward`` and ``cellstate::<name>_backward`` over the
+    C++ entry points (raw_forward, raw_backward), their schemas and fakes from ``op``; the fake
+    forward allocates the shapes of ``op.outputs`` at dims(named arguments)."""
+    forward = torch.library.custom_op(
+        f"cellstate::{name}_forward", raw_forward, mutates_args=(), schema=op.forward_schema()
+    )
+    backward = torch.library.custom_op(
+        f"cellstate::{name}_backward", raw_backward, mutates_args=(), schema=op.backward_schema()
+    )
+
+    @forward.register_fake
+    def _forward_fake(*args):
+        a = dict(zip(op.input_names, args, strict=True))
+        return tuple(a["x"].new_empty(shape) for shape in op.shapes(dims(a)))
+
+    backward.register_fake(lambda *args: _grads_fake(op, args))
+    return forward, backward
 
 
 # ---- LSTM --------------------------------------------------------------------------------
@@ -216,6 +225,8 @@ return_states). ``cellstate::lstm_backward``: BPTT through it, the gradient of x
 each parameter. The C++ entry points take the same arguments (``entry_points.h``)."""
 LSTM_PARAMS = tuple(a.name for a in tensor_args(LSTMLayerParams))
 NOISE = tuple(a.name for a in NOISE_ARGS)
+_lstm_params = attrgetter(*LSTM_PARAMS)  # LSTMLayerParams -> its tensors in the ops' order
+_noise = attrgetter(*NOISE)
 
 
 def _raw_lstm_forward(*args) -> tuple[Tensor, ...]:
@@ -226,27 +237,13 @@ def _raw_lstm_backward(*args) -> tuple[Tensor, ...]:
     return tuple(build.load().lstm_backward(*args))
 
 
-lstm_forward = torch.library.custom_op(
-    "cellstate::lstm_forward", _raw_lstm_forward, mutates_args=(), schema=LSTM.forward_schema()
+lstm_forward, lstm_backward = _define(
+    "lstm", LSTM, _raw_lstm_forward, _raw_lstm_backward, _lstm_dims
 )
-lstm_backward = torch.library.custom_op(
-    "cellstate::lstm_backward", _raw_lstm_backward, mutates_args=(), schema=LSTM.backward_schema()
-)
-
-
-@lstm_forward.register_fake
-def _lstm_forward_fake(*args):
-    a = dict(zip(LSTM.input_names, args, strict=True))
-    return tuple(a["x"].new_empty(shape) for shape in LSTM.shapes(_lstm_dims(a)))
-
-
-@lstm_backward.register_fake
-def _lstm_backward_fake(*args):
-    return _grads_fake(LSTM, args)
 
 
 def _lstm_setup_context(ctx, inputs, output):
-    if not _setup_context(LSTM, ctx, inputs, output)["save"]:
+    if not LSTM.save_for_backward(ctx, inputs, output)["save"]:
         raise RuntimeError("cellstate::lstm_forward was run with save=False under autograd")
 
 
@@ -316,7 +313,7 @@ def lstm_layer(
         x = time_gather(x, index)
     if lengths is not None:
         lengths = lengths.to(device="cpu", dtype=torch.int64)
-    params = tuple(getattr(p, n) for n in LSTM_PARAMS)
+    params = _lstm_params(p)
     save = _needs_grad(x, h0, c0, *params)
     if torch.jit.is_tracing():
         # A traced graph is replayed with grad on and off (and jit.trace's check reruns it
@@ -326,7 +323,7 @@ def lstm_layer(
         run = lstm_forward
     else:
         run = _EagerLSTMForward.apply if save else _raw_lstm_forward
-    masks = tuple(getattr(noise, n) for n in NOISE)
+    masks = _noise(noise)
     output, h_n, c_n, records, *_ = run(
         x, h0, c0, *params, *masks, lengths, p.forget_gate, return_states, save
     )
@@ -346,13 +343,6 @@ def lstm_layer(
 # ---- RNN ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _RNNDims:
-    T: int
-    B: int
-    H: int
-
-
 RNN = OpDescription(
     inputs=(
         Arg("x", "Tensor", grad=True),  # (T, B, D)
@@ -370,6 +360,7 @@ RNN = OpDescription(
 """``cellstate::rnn_forward``: one plain-RNN layer-direction. ``cellstate::rnn_backward``: BPTT
 through it, the gradient of x, h0 and each parameter (``entry_points.h``)."""
 RNN_PARAMS = tuple(a.name for a in tensor_args(RNNLayerParams))
+_rnn_params = attrgetter(*RNN_PARAMS)
 
 
 def _raw_rnn_forward(*args) -> tuple[Tensor, ...]:
@@ -380,29 +371,16 @@ def _raw_rnn_backward(*args) -> tuple[Tensor, ...]:
     return tuple(build.load().rnn_backward(*args))
 
 
-rnn_forward = torch.library.custom_op(
-    "cellstate::rnn_forward", _raw_rnn_forward, mutates_args=(), schema=RNN.forward_schema()
-)
-rnn_backward = torch.library.custom_op(
-    "cellstate::rnn_backward", _raw_rnn_backward, mutates_args=(), schema=RNN.backward_schema()
-)
-
-
-@rnn_forward.register_fake
-def _rnn_forward_fake(*args):
-    a = dict(zip(RNN.input_names, args, strict=True))
+def _rnn_dims(a: dict) -> SequenceDims:
     T, B, _ = a["x"].shape
-    dims = _RNNDims(T=T, B=B, H=a["w_hh"].shape[0])
-    return tuple(a["x"].new_empty(shape) for shape in RNN.shapes(dims))
+    return SequenceDims(T=T, B=B, H=a["w_hh"].shape[0])
 
 
-@rnn_backward.register_fake
-def _rnn_backward_fake(*args):
-    return _grads_fake(RNN, args)
+rnn_forward, rnn_backward = _define("rnn", RNN, _raw_rnn_forward, _raw_rnn_backward, _rnn_dims)
 
 
 def _rnn_setup_context(ctx, inputs, output):
-    _setup_context(RNN, ctx, inputs, output)
+    RNN.save_for_backward(ctx, inputs, output)
 
 
 def _rnn_backward(ctx, *grads):
@@ -442,7 +420,7 @@ def rnn_layer(
         x = time_gather(x, index)
     if lengths is not None:
         lengths = lengths.to(device="cpu", dtype=torch.int64)
-    params = tuple(getattr(p, n) for n in RNN_PARAMS)
+    params = _rnn_params(p)
     output, h_n = rnn_forward(x, h0, *params, lengths, p.nonlinearity == "relu")
     if reverse:
         output = time_gather(output, index)
