@@ -1452,7 +1452,8 @@ void check_inputs(const Tensor& x, std::initializer_list<const Tensor*> same) {
 
 namespace {
 
-// A forward result passed back to backward: absent (the ops' empty tensor) or present.
+// A forward result passed back to backward: absent (the ops' empty tensor) or present (never
+// empty: T, B > 0 are checked, and with H = 0 there is nothing to read).
 OptTensor saved_result(const Tensor& t) { return t.numel() ? OptTensor(t) : std::nullopt; }
 
 // The two biases share one gradient (they enter the gates as a sum): one result per bias, as

@@ -20,7 +20,6 @@ Shapes: T time, B batch, D input, H hidden, P output (proj_size or H), G gate ro
 
 import dataclasses
 from dataclasses import dataclass
-from operator import attrgetter
 
 import torch
 from torch import Tensor
@@ -225,8 +224,6 @@ return_states). ``cellstate::lstm_backward``: BPTT through it, the gradient of x
 each parameter. The C++ entry points take the same arguments (``entry_points.h``)."""
 LSTM_PARAMS = tuple(a.name for a in tensor_args(LSTMLayerParams))
 NOISE = tuple(a.name for a in NOISE_ARGS)
-_lstm_params = attrgetter(*LSTM_PARAMS)  # LSTMLayerParams -> its tensors in the ops' order
-_noise = attrgetter(*NOISE)
 
 
 def _raw_lstm_forward(*args) -> tuple[Tensor, ...]:
@@ -313,7 +310,7 @@ def lstm_layer(
         x = time_gather(x, index)
     if lengths is not None:
         lengths = lengths.to(device="cpu", dtype=torch.int64)
-    params = _lstm_params(p)
+    params = [getattr(p, n) for n in LSTM_PARAMS]  # (a list: torch.compile traces it)
     save = _needs_grad(x, h0, c0, *params)
     if torch.jit.is_tracing():
         # A traced graph is replayed with grad on and off (and jit.trace's check reruns it
@@ -323,7 +320,7 @@ def lstm_layer(
         run = lstm_forward
     else:
         run = _EagerLSTMForward.apply if save else _raw_lstm_forward
-    masks = _noise(noise)
+    masks = [getattr(noise, n) for n in NOISE]
     output, h_n, c_n, records, *_ = run(
         x, h0, c0, *params, *masks, lengths, p.forget_gate, return_states, save
     )
@@ -360,7 +357,6 @@ RNN = OpDescription(
 """``cellstate::rnn_forward``: one plain-RNN layer-direction. ``cellstate::rnn_backward``: BPTT
 through it, the gradient of x, h0 and each parameter (``entry_points.h``)."""
 RNN_PARAMS = tuple(a.name for a in tensor_args(RNNLayerParams))
-_rnn_params = attrgetter(*RNN_PARAMS)
 
 
 def _raw_rnn_forward(*args) -> tuple[Tensor, ...]:
@@ -420,7 +416,7 @@ def rnn_layer(
         x = time_gather(x, index)
     if lengths is not None:
         lengths = lengths.to(device="cpu", dtype=torch.int64)
-    params = _rnn_params(p)
+    params = [getattr(p, n) for n in RNN_PARAMS]
     output, h_n = rnn_forward(x, h0, *params, lengths, p.nonlinearity == "relu")
     if reverse:
         output = time_gather(output, index)
