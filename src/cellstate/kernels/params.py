@@ -1,5 +1,8 @@
 """What a kernel receives for one layer in one direction.
 
+The tensor fields, in this order, are the kernels' argument lists (``kernels/description.py``):
+a new variant is a new field here and its math in the kernels.
+
 Shapes legend: T time, B batch, D input, H hidden, P output (proj_size or H),
 G gate rows (4H, or 3H for the cell without a forget gate: rows i, g, o).
 """
@@ -28,14 +31,6 @@ class LSTMLayerParams:
     ln_c_weight: Tensor | None = None  # (H,) layer-norm gain of c_t
     ln_c_bias: Tensor | None = None  # (H,) layer-norm bias of c_t
     forget_gate: bool = True
-
-    @property
-    def layer_norm(self) -> bool:
-        return self.ln_ih is not None
-
-    @property
-    def peephole(self) -> bool:
-        return self.w_ci is not None
 
 
 @dataclass(frozen=True)

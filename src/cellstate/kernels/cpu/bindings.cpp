@@ -1,48 +1,67 @@
-// Python bindings of the kernels in lstm.cpp. The torch.library custom ops (schemas, fake
-// implementations, autograd) are defined in ops.py on top of these functions.
+// Python bindings of the entry points declared in entry_points.h. The torch.library custom ops
+// (schemas, fake implementations, autograd) are defined in ops.py on top of these functions.
+//
+// Each entry point is called from Python with its op's arguments in order; the argument list of
+// entry_points.h unpacks them into the entry point's struct and names them (argument_lists).
 
 #include <torch/extension.h>
 
 #include <atomic>
-#include <optional>
+#include <map>
+#include <string>
 #include <vector>
 
-using at::Tensor;
-using OptTensor = std::optional<Tensor>;
+#include "entry_points.h"
 
-std::vector<Tensor> lstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0,
-                                 const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
-                                 const OptTensor& b_hh, const OptTensor& w_hr,
-                                 const OptTensor& w_ci, const OptTensor& w_cf,
-                                 const OptTensor& w_co, const OptTensor& ln_ih,
-                                 const OptTensor& ln_hh, const OptTensor& ln_c_weight,
-                                 const OptTensor& ln_c_bias, const OptTensor& zoneout_h,
-                                 const OptTensor& zoneout_c, const OptTensor& recurrent_mask,
-                                 const OptTensor& lengths, bool forget_gate, bool return_states,
-                                 bool save);
+namespace py = pybind11;
 
-std::vector<Tensor> lstm_backward(
-    const OptTensor& grad_output, const OptTensor& grad_h_n, const OptTensor& grad_c_n,
-    const OptTensor& grad_records, const Tensor& x, const Tensor& h0, const Tensor& c0,
-    const Tensor& output, const Tensor& gates, const Tensor& cells, const OptTensor& c_states,
-    const OptTensor& ln_hw, const OptTensor& ln_stats, const Tensor& w_ih, const Tensor& w_hh,
-    bool has_bias, const OptTensor& w_hr, const OptTensor& w_ci, const OptTensor& w_cf,
-    const OptTensor& w_co, const OptTensor& ln_ih, const OptTensor& ln_hh,
-    const OptTensor& ln_c_weight, const OptTensor& ln_c_bias, const OptTensor& zoneout_h,
-    const OptTensor& zoneout_c, const OptTensor& recurrent_mask, const OptTensor& lengths,
-    bool forget_gate, bool need_dx);
+namespace {
 
-std::vector<Tensor> rnn_forward(const Tensor& x, const Tensor& h0, const Tensor& w_ih,
-                                const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
-                                const OptTensor& lengths, bool relu);
+template <typename T>
+const char* schema_type();
+template <>
+const char* schema_type<Tensor>() { return "Tensor"; }
+template <>
+const char* schema_type<OptTensor>() { return "Tensor?"; }
+template <>
+const char* schema_type<bool>() { return "bool"; }
 
-std::vector<Tensor> rnn_backward(const OptTensor& grad_output, const OptTensor& grad_h_n,
-                                 const Tensor& x, const Tensor& h0, const Tensor& output,
-                                 const Tensor& w_ih, const Tensor& w_hh, const OptTensor& lengths,
-                                 bool relu, bool has_bias, bool need_dx);
+// Argument k of a call, converted to T; an error names the entry point, the argument and what came.
+template <typename T>
+T argument(const py::args& args, size_t k, const char* function, const char* name) {
+  const py::handle value = args[k];
+  try {
+    return value.cast<T>();
+  } catch (const py::cast_error&) {
+    throw py::type_error(std::string("cellstate cpu kernel: ") + function + "'s argument " + name +
+                         " must be " + schema_type<T>() + ", got " +
+                         py::str(value.get_type().attr("__name__")).cast<std::string>());
+  }
+}
 
-at::Tensor bernoulli_mask(int64_t seed, std::vector<int64_t> shape, double p,
-                          at::ScalarType dtype);
+void check_count(const py::args& args, size_t expected, const char* function) {
+  if (args.size() != expected) {
+    throw py::type_error(std::string("cellstate cpu kernel: ") + function + " takes " +
+                         std::to_string(expected) + " arguments, got " +
+                         std::to_string(args.size()));
+  }
+}
+
+#define CELLSTATE_COUNT(type, name) +1
+#define CELLSTATE_UNPACK(type, name) argument<type>(args, k++, op_name, #name),
+#define CELLSTATE_DESCRIBE(type, name) std::string(schema_type<type>()) + " " #name,
+
+// Binds `function` (taking a Struct) to Python as function(*arguments in LIST's order).
+#define CELLSTATE_BIND(module, function, Struct, LIST)                \
+  module.def(#function, [](const py::args& args) {                    \
+    const char* op_name = #function;                                  \
+    check_count(args, 0 LIST(CELLSTATE_COUNT), op_name);              \
+    size_t k = 0;                                                     \
+    return ::function(Struct{LIST(CELLSTATE_UNPACK)});                \
+  });                                                                 \
+  lists[#function] = std::vector<std::string>{LIST(CELLSTATE_DESCRIBE)};
+
+}  // namespace
 
 // How many threads an at::parallel_for of this library really runs on (at::get_num_threads() when
 // it was compiled with OpenMP; 1 when it was not, however many threads torch is set to).
@@ -58,10 +77,13 @@ int64_t parallel_threads() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "cellstate fused CPU kernels (use them through cellstate.kernels.cpu.ops)";
-  m.def("lstm_forward", &lstm_forward);
-  m.def("lstm_backward", &lstm_backward);
-  m.def("rnn_forward", &rnn_forward);
-  m.def("rnn_backward", &rnn_backward);
+  std::map<std::string, std::vector<std::string>> lists;
+  CELLSTATE_BIND(m, lstm_forward, LSTMForwardArgs, CELLSTATE_LSTM_FORWARD)
+  CELLSTATE_BIND(m, lstm_backward, LSTMBackwardArgs, CELLSTATE_LSTM_BACKWARD)
+  CELLSTATE_BIND(m, rnn_forward, RNNForwardArgs, CELLSTATE_RNN_FORWARD)
+  CELLSTATE_BIND(m, rnn_backward, RNNBackwardArgs, CELLSTATE_RNN_BACKWARD)
+  // {entry point: its arguments as "<schema type> <name>"}, to compare with the ops' schemas
+  m.def("argument_lists", [lists] { return lists; });
   m.def("parallel_threads", &parallel_threads);
   m.def("bernoulli_mask", &bernoulli_mask);
 }

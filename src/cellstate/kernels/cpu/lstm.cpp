@@ -37,6 +37,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "entry_points.h"
+
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
 
@@ -599,18 +601,13 @@ struct LSTMParams {
   const T *ln_ih, *ln_hh, *ln_c_w, *ln_c_b;  // layer-norm gains (G, G, H) and bias (H) or null
 };
 
-struct LSTMTensors {
-  Tensor w_ih, w_hh;
-  OptTensor b_ih, b_hh, w_hr, w_ci, w_cf, w_co, ln_ih, ln_hh, ln_c_w, ln_c_b;
-};
-
 template <typename T>
 LSTMParams<T> lstm_params(LSTMTensors& p, const LSTMShape& s) {
   LSTMParams<T> q;
   p.w_ih = p.w_ih.contiguous();
   p.w_hh = p.w_hh.contiguous();
   for (OptTensor* t : {&p.b_ih, &p.b_hh, &p.w_hr, &p.w_ci, &p.w_cf, &p.w_co, &p.ln_ih, &p.ln_hh,
-                       &p.ln_c_w, &p.ln_c_b}) {
+                       &p.ln_c_weight, &p.ln_c_bias}) {
     *t = contiguous(*t);
   }
   q.w_ih = p.w_ih.data_ptr<T>();
@@ -626,8 +623,8 @@ LSTMParams<T> lstm_params(LSTMTensors& p, const LSTMShape& s) {
   q.w_co = ptr<T>(p.w_co);
   q.ln_ih = ptr<T>(p.ln_ih);
   q.ln_hh = ptr<T>(p.ln_hh);
-  q.ln_c_w = ptr<T>(p.ln_c_w);
-  q.ln_c_b = ptr<T>(p.ln_c_b);
+  q.ln_c_w = ptr<T>(p.ln_c_weight);
+  q.ln_c_b = ptr<T>(p.ln_c_bias);
   return q;
 }
 
@@ -1451,64 +1448,71 @@ void check_inputs(const Tensor& x, std::initializer_list<const Tensor*> same) {
 
 }  // namespace
 
-// ---- entry points (bound in bindings.cpp) -------------------------------------------------
+// ---- entry points (entry_points.h; bound in bindings.cpp) ----------------------------------
 
-std::vector<Tensor> lstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0,
-                                 const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
-                                 const OptTensor& b_hh, const OptTensor& w_hr,
-                                 const OptTensor& w_ci, const OptTensor& w_cf,
-                                 const OptTensor& w_co, const OptTensor& ln_ih,
-                                 const OptTensor& ln_hh, const OptTensor& ln_c_weight,
-                                 const OptTensor& ln_c_bias, const OptTensor& zoneout_h,
-                                 const OptTensor& zoneout_c, const OptTensor& recurrent_mask,
-                                 const OptTensor& lengths, bool forget_gate, bool return_states,
-                                 bool save) {
-  check_inputs(x, {&h0, &c0, &w_ih, &w_hh});
-  LSTMTensors p{w_ih, w_hh, b_ih, b_hh, w_hr, w_ci, w_cf, w_co, ln_ih, ln_hh, ln_c_weight,
-                ln_c_bias};
-  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cellstate_lstm_forward", [&] {
-    return lstm_forward_impl<scalar_t>(x, h0, c0, p, zoneout_h, zoneout_c, recurrent_mask,
-                                       lengths, forget_gate, return_states, save);
+namespace {
+
+// A forward result passed back to backward: absent (the ops' empty tensor) or present (never
+// empty: T, B > 0 are checked, and with H = 0 there is nothing to read).
+OptTensor saved_result(const Tensor& t) { return t.numel() ? OptTensor(t) : std::nullopt; }
+
+// The two biases share one gradient (they enter the gates as a sum): one result per bias, as
+// separate tensors (custom-op results must not alias each other).
+std::pair<Tensor, Tensor> bias_grads(const Tensor& db, bool b_ih, bool b_hh, const Tensor& x) {
+  if (b_ih && b_hh) return {db, db.clone()};
+  return {b_ih ? db : none_tensor(x), b_hh ? db : none_tensor(x)};
+}
+
+}  // namespace
+
+std::vector<Tensor> lstm_forward(const LSTMForwardArgs& a) {
+  check_inputs(a.x, {&a.h0, &a.c0, &a.w_ih, &a.w_hh});
+  LSTMTensors p = lstm_tensors(a);
+  return AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "cellstate_lstm_forward", [&] {
+    return lstm_forward_impl<scalar_t>(a.x, a.h0, a.c0, p, a.zoneout_h, a.zoneout_c,
+                                       a.recurrent_mask, a.lengths, a.forget_gate,
+                                       a.return_states, a.save);
   });
 }
 
-std::vector<Tensor> lstm_backward(
-    const OptTensor& grad_output, const OptTensor& grad_h_n, const OptTensor& grad_c_n,
-    const OptTensor& grad_records, const Tensor& x, const Tensor& h0, const Tensor& c0,
-    const Tensor& output, const Tensor& gates, const Tensor& cells, const OptTensor& c_states,
-    const OptTensor& ln_hw, const OptTensor& ln_stats, const Tensor& w_ih, const Tensor& w_hh,
-    bool has_bias, const OptTensor& w_hr, const OptTensor& w_ci, const OptTensor& w_cf,
-    const OptTensor& w_co, const OptTensor& ln_ih, const OptTensor& ln_hh,
-    const OptTensor& ln_c_weight, const OptTensor& ln_c_bias, const OptTensor& zoneout_h,
-    const OptTensor& zoneout_c, const OptTensor& recurrent_mask, const OptTensor& lengths,
-    bool forget_gate, bool need_dx) {
-  check_inputs(x, {&h0, &c0, &w_ih, &w_hh, &output, &gates, &cells});
-  LSTMTensors p{w_ih, w_hh, std::nullopt, std::nullopt, w_hr, w_ci, w_cf, w_co, ln_ih, ln_hh,
-                ln_c_weight, ln_c_bias};
-  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cellstate_lstm_backward", [&] {
-    return lstm_backward_impl<scalar_t>(grad_output, grad_h_n, grad_c_n, grad_records, x, h0, c0,
-                                        output, gates, cells, c_states, ln_hw, ln_stats, p,
-                                        has_bias, zoneout_h, zoneout_c, recurrent_mask, lengths,
-                                        forget_gate, need_dx);
+std::vector<Tensor> lstm_backward(const LSTMBackwardArgs& a) {
+  check_inputs(a.x, {&a.h0, &a.c0, &a.w_ih, &a.w_hh, &a.output, &a.gates, &a.cells});
+  LSTMTensors p = lstm_tensors(a);
+  p.b_ih = p.b_hh = std::nullopt;  // backward reads only whether there is a bias
+  std::vector<Tensor> grads =
+      AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "cellstate_lstm_backward", [&] {
+        return lstm_backward_impl<scalar_t>(
+            a.d_output, a.d_h_n, a.d_c_n, a.d_records, a.x, a.h0, a.c0, a.output, a.gates,
+            a.cells, saved_result(a.c_states), saved_result(a.ln_hw), saved_result(a.ln_stats), p,
+            a.b_ih || a.b_hh, a.zoneout_h, a.zoneout_c, a.recurrent_mask, a.lengths,
+            a.forget_gate, a.need_dx);
+      });
+  // grads: x, h0, c0, w_ih, w_hh, the bias, w_hr, ...; one result per bias instead
+  const auto [db_ih, db_hh] = bias_grads(grads[5], a.b_ih.has_value(), a.b_hh.has_value(), a.x);
+  grads[5] = db_ih;
+  grads.insert(grads.begin() + 6, db_hh);
+  return grads;
+}
+
+std::vector<Tensor> rnn_forward(const RNNForwardArgs& a) {
+  check_inputs(a.x, {&a.h0, &a.w_ih, &a.w_hh});
+  return AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "cellstate_rnn_forward", [&] {
+    return rnn_forward_impl<scalar_t>(a.x, a.h0, a.w_ih, a.w_hh, a.b_ih, a.b_hh, a.lengths,
+                                      a.relu);
   });
 }
 
-std::vector<Tensor> rnn_forward(const Tensor& x, const Tensor& h0, const Tensor& w_ih,
-                                const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
-                                const OptTensor& lengths, bool relu) {
-  check_inputs(x, {&h0, &w_ih, &w_hh});
-  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cellstate_rnn_forward", [&] {
-    return rnn_forward_impl<scalar_t>(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu);
-  });
-}
-
-std::vector<Tensor> rnn_backward(const OptTensor& grad_output, const OptTensor& grad_h_n,
-                                 const Tensor& x, const Tensor& h0, const Tensor& output,
-                                 const Tensor& w_ih, const Tensor& w_hh, const OptTensor& lengths,
-                                 bool relu, bool has_bias, bool need_dx) {
-  check_inputs(x, {&h0, &w_ih, &w_hh, &output});
-  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cellstate_rnn_backward", [&] {
-    return rnn_backward_impl<scalar_t>(grad_output, grad_h_n, x, h0, output, w_ih, w_hh, lengths,
-                                       relu, has_bias, need_dx);
-  });
+std::vector<Tensor> rnn_backward(const RNNBackwardArgs& a) {
+  check_inputs(a.x, {&a.h0, &a.w_ih, &a.w_hh, &a.output});
+  std::vector<Tensor> grads =
+      AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "cellstate_rnn_backward", [&] {
+        return rnn_backward_impl<scalar_t>(a.d_output, a.d_h_n, a.x, a.h0, a.output, a.w_ih,
+                                           a.w_hh, a.lengths, a.relu, a.b_ih || a.b_hh,
+                                           a.need_dx);
+      });
+  // grads: x, h0, w_ih, w_hh, the bias; one result per bias instead
+  const auto [db_ih, db_hh] = bias_grads(grads[4], a.b_ih.has_value(), a.b_hh.has_value(), a.x);
+  grads[4] = db_ih;
+  grads.push_back(db_hh);
+  return grads;
 }

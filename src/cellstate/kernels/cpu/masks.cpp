@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "entry_points.h"
+
 namespace {
 
 // Wellons' "lowbias32" integer mixer.

@@ -8,6 +8,10 @@ the hand-written BPTT. Both have fake implementations, so ``torch.compile(fullgr
 eager mode ``lstm_layer`` calls the same two kernels through an autograd.Function with the same
 backward, without the ops' per-call dispatch (see ``_EagerLSTMForward``).
 
+Each op's arguments, results, saved tensors and backward arguments follow from its description
+(``LSTM``, ``RNN``: ``kernels/description.py``); the C++ entry points take the same arguments in
+the same order (``entry_points.h``, compared by tests/kernels/test_opcheck.py).
+
 A backward run with create_graph=True is itself differentiable (``_with_second_order``);
 bfloat16 and float16 run in float32 between casts (``_in_float32``).
 
@@ -15,16 +19,26 @@ Shapes: T time, B batch, D input, H hidden, P output (proj_size or H), G gate ro
 """
 
 import dataclasses
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from cellstate.kernels import reference
 from cellstate.kernels.cpu import build
+from cellstate.kernels.description import (
+    LENGTHS_ARG,
+    NOISE_ARGS,
+    Arg,
+    OpDescription,
+    Out,
+    SequenceDims,
+    tensor_args,
+)
 from cellstate.kernels.params import LSTMLayerParams, RNNLayerParams, StepNoise
 from cellstate.kernels.reference import reverse_index, time_gather
 
-DTYPES = (torch.float32, torch.float64)
+KERNEL_DTYPES = (torch.float32, torch.float64)  # what the C++ computes in
 HALF_DTYPES = (torch.bfloat16, torch.float16)  # stored in half precision, computed in float32
 LN_STATS = 5  # per row: mean and rstd of W_ih x, rstd of W_hh h, mean and rstd of c
 
@@ -38,7 +52,7 @@ def unsupported(x: Tensor) -> str | None:
         return "torch.func transforms (grad, vjp, jacrev, vmap) run the reference backend"
     if x.device.type != "cpu":
         return f"the cpu kernel runs CPU tensors only; got a {x.device.type} tensor"
-    if x.dtype not in DTYPES + HALF_DTYPES:
+    if x.dtype not in KERNEL_DTYPES + HALF_DTYPES:
         return (
             "the cpu kernel runs float32, float64, bfloat16 and float16 (the last two computed "
             f"in float32); got {x.dtype}"
@@ -68,10 +82,6 @@ def _in_float32(layer, x: Tensor, *args, **kwargs):
     states throughout the sequence. Gradients come back through the casts in each dtype."""
     results = layer(x.float(), *_converted(args, HALF_DTYPES, torch.float32), **kwargs)
     return _converted(results, (torch.float32,), x.dtype)
-
-
-def _none_if_empty(t: Tensor, present: bool) -> Tensor | None:
-    return t if present else None
 
 
 def _with_second_order(grads, inputs, grad_outputs, recompute):
@@ -106,235 +116,147 @@ def _with_second_order(grads, inputs, grad_outputs, recompute):
     return tuple(grads)
 
 
+# ---- the ops' autograd, from their descriptions ----------------------------------------------
+
+
+def _backward(op: OpDescription, kernel, ctx, grads, recompute) -> tuple[Tensor | None, ...]:
+    """One gradient (or None) per forward input from the backward kernel, made differentiable
+    under create_graph (``_with_second_order``; recompute(saved) gives the forward's outputs)."""
+    d_outputs = [d for d, out in zip(grads, op.outputs, strict=True) if out.grad]
+    saved, needs = ctx.saved_tensors, ctx.needs_input_grad
+    result = kernel(*d_outputs, *saved, *ctx.flags, needs[0])  # need_dx
+    r = dict(zip(op.grad_inputs, result, strict=True))
+    grads = tuple([r[a.name] if a.grad and needs[k] else None for k, a in enumerate(op.inputs)])
+    if not torch.is_grad_enabled():
+        return grads
+    s = dict(zip(op.saved, saved, strict=True))
+    return _with_second_order(
+        grads, [s.get(n) for n in op.input_names], d_outputs, lambda: recompute(s, *ctx.flags)
+    )
+
+
+def _grads_fake(op: OpDescription, args) -> tuple[Tensor, ...]:
+    """The backward op's results: each like its input, empty for an absent one (and for x
+    without need_dx)."""
+    s = dict(zip(op.backward_names, args, strict=True))
+    if not s["need_dx"]:
+        s["x"] = None
+    return tuple(
+        torch.empty_like(s[n]) if s[n] is not None else s["h0"].new_empty(0) for n in op.grad_inputs
+    )
+
+
+def _define(name: str, op: OpDescription, raw_forward, raw_backward, dims):
+    """The custom ops ``cellstate::<name>_forward`` and ``cellstate::<name>_backward`` over the
+    C++ entry points (raw_forward, raw_backward), their schemas and fakes from ``op``; the fake
+    forward allocates the shapes of ``op.outputs`` at dims(named arguments)."""
+    forward = torch.library.custom_op(
+        f"cellstate::{name}_forward", raw_forward, mutates_args=(), schema=op.forward_schema()
+    )
+    backward = torch.library.custom_op(
+        f"cellstate::{name}_backward", raw_backward, mutates_args=(), schema=op.backward_schema()
+    )
+
+    @forward.register_fake
+    def _forward_fake(*args):
+        a = dict(zip(op.input_names, args, strict=True))
+        return tuple(a["x"].new_empty(shape) for shape in op.shapes(dims(a)))
+
+    backward.register_fake(lambda *args: _grads_fake(op, args))
+    return forward, backward
+
+
 # ---- LSTM --------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("cellstate::lstm_forward", mutates_args=())
-def lstm_forward(
-    x: Tensor,
-    h0: Tensor,
-    c0: Tensor,
-    w_ih: Tensor,
-    w_hh: Tensor,
-    b_ih: Tensor | None,
-    b_hh: Tensor | None,
-    w_hr: Tensor | None,
-    w_ci: Tensor | None,
-    w_cf: Tensor | None,
-    w_co: Tensor | None,
-    ln_ih: Tensor | None,
-    ln_hh: Tensor | None,
-    ln_c_weight: Tensor | None,
-    ln_c_bias: Tensor | None,
-    zoneout_h: Tensor | None,
-    zoneout_c: Tensor | None,
-    recurrent_mask: Tensor | None,
-    lengths: Tensor | None,
-    forget_gate: bool,
-    return_states: bool,
-    save: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """One LSTM layer-direction. Returns output (T, B, P), h_n (B, P), c_n (B, H), records
-    (5, T, B, H): c, i, f, g, o (with return_states), and with save what backward needs: gates
-    (T, B, G), c~ (T, B, H), c after zoneout (T, B, H), normalised W_hh h (T, B, G), layer-norm
-    statistics (T, B, 5). Absent results are empty tensors."""
-    return tuple(
-        build.load().lstm_forward(
-            x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_ci, w_cf, w_co, ln_ih, ln_hh,
-            ln_c_weight, ln_c_bias, zoneout_h, zoneout_c, recurrent_mask, lengths,
-            forget_gate, return_states, save,
-        )
+@dataclass(frozen=True)
+class _LSTMDims:
+    T: int
+    B: int
+    G: int
+    H: int
+    P: int
+    records: bool  # return_states
+    save: bool
+    zoneout_c: bool
+    ln_hh: bool
+    layer_norm: bool  # any of ln_ih, ln_hh, ln_c_weight
+
+
+def _lstm_dims(a: dict) -> _LSTMDims:
+    T, B, _ = a["x"].shape
+    G, P = a["w_hh"].shape
+    return _LSTMDims(
+        T=T, B=B, G=G, H=G // (4 if a["forget_gate"] else 3), P=P,
+        records=a["return_states"], save=a["save"], zoneout_c=a["zoneout_c"] is not None,
+        ln_hh=a["ln_hh"] is not None,
+        layer_norm=any(a[n] is not None for n in ("ln_ih", "ln_hh", "ln_c_weight")),
     )  # fmt: skip
 
 
-@lstm_forward.register_fake
-def _lstm_forward_fake(
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_ci, w_cf, w_co, ln_ih, ln_hh, ln_c_weight,
-    ln_c_bias, zoneout_h, zoneout_c, recurrent_mask, lengths, forget_gate, return_states, save,
-):  # fmt: skip
-    T, B, _ = x.shape
-    G, P = w_hh.shape
-    H = G // (4 if forget_gate else 3)
-    empty = x.new_empty
-
-    def maybe(on: bool, *shape: int) -> Tensor:
-        return empty(shape) if on else empty(0)
-
-    layer_norm = ln_ih is not None or ln_hh is not None or ln_c_weight is not None
-    return (
-        empty(T, B, P),
-        empty(B, P),
-        empty(B, H),
-        maybe(return_states, 5, T, B, H),
-        maybe(save, T, B, G),
-        maybe(save, T, B, H),
-        maybe(save and zoneout_c is not None, T, B, H),
-        maybe(save and ln_hh is not None, T, B, G),
-        maybe(save and layer_norm, T, B, LN_STATS),
-    )
-
-
-@torch.library.custom_op("cellstate::lstm_backward", mutates_args=())
-def lstm_backward(
-    grad_output: Tensor | None,
-    grad_h_n: Tensor | None,
-    grad_c_n: Tensor | None,
-    grad_records: Tensor | None,
-    x: Tensor,
-    h0: Tensor,
-    c0: Tensor,
-    output: Tensor,
-    gates: Tensor,
-    cells: Tensor,
-    c_states: Tensor | None,
-    ln_hw: Tensor | None,
-    ln_stats: Tensor | None,
-    w_ih: Tensor,
-    w_hh: Tensor,
-    has_bias: bool,
-    w_hr: Tensor | None,
-    w_ci: Tensor | None,
-    w_cf: Tensor | None,
-    w_co: Tensor | None,
-    ln_ih: Tensor | None,
-    ln_hh: Tensor | None,
-    ln_c_weight: Tensor | None,
-    ln_c_bias: Tensor | None,
-    zoneout_h: Tensor | None,
-    zoneout_c: Tensor | None,
-    recurrent_mask: Tensor | None,
-    lengths: Tensor | None,
-    forget_gate: bool,
-    need_dx: bool,
-) -> tuple[
-    Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
-    Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
-]:  # fmt: skip
-    """BPTT through one LSTM layer-direction. Returns the gradients of x, h0, c0, w_ih, w_hh,
-    the bias (b_ih and b_hh share it), w_hr, w_ci, w_cf, w_co, ln_ih, ln_hh, ln_c_weight and
-    ln_c_bias; empty tensors for those absent (and for x without need_dx)."""
-    return tuple(
-        build.load().lstm_backward(
-            grad_output, grad_h_n, grad_c_n, grad_records, x, h0, c0, output, gates, cells,
-            c_states, ln_hw, ln_stats, w_ih, w_hh, has_bias, w_hr, w_ci, w_cf, w_co, ln_ih,
-            ln_hh, ln_c_weight, ln_c_bias, zoneout_h, zoneout_c, recurrent_mask, lengths,
-            forget_gate, need_dx,
-        )
-    )  # fmt: skip
+LSTM = OpDescription(
+    inputs=(
+        Arg("x", "Tensor", grad=True),  # (T, B, D)
+        Arg("h0", "Tensor", grad=True),  # (B, P)
+        Arg("c0", "Tensor", grad=True),  # (B, H)
+        *tensor_args(LSTMLayerParams),
+        *NOISE_ARGS,
+        LENGTHS_ARG,
+        Arg("forget_gate", "bool"),
+        Arg("return_states", "bool", saved=False),
+        Arg("save", "bool", saved=False),  # return what backward reads (under autograd)
+    ),
+    outputs=(
+        Out("output", lambda d: (d.T, d.B, d.P), grad=True),  # backward's h_{t-1}
+        Out("h_n", lambda d: (d.B, d.P), grad=True, saved=False),
+        Out("c_n", lambda d: (d.B, d.H), grad=True, saved=False),
+        Out("records", lambda d: (5, d.T, d.B, d.H) if d.records else None, grad=True, saved=False),
+        Out("gates", lambda d: (d.T, d.B, d.G) if d.save else None),  # activated i, f, g, o
+        Out("cells", lambda d: (d.T, d.B, d.H) if d.save else None),  # c~ before zoneout
+        Out("c_states", lambda d: (d.T, d.B, d.H) if d.save and d.zoneout_c else None),
+        Out("ln_hw", lambda d: (d.T, d.B, d.G) if d.save and d.ln_hh else None),  # LN(W_hh h)
+        Out("ln_stats", lambda d: (d.T, d.B, LN_STATS) if d.save and d.layer_norm else None),
+    ),
+    backward_flags=("need_dx",),
+)
+"""``cellstate::lstm_forward``: one LSTM layer-direction. Records are c, i, f, g, o (with
+return_states). ``cellstate::lstm_backward``: BPTT through it, the gradient of x, h0, c0 and
+each parameter. The C++ entry points take the same arguments (``entry_points.h``)."""
+LSTM_PARAMS = tuple(a.name for a in tensor_args(LSTMLayerParams))
+NOISE = tuple(a.name for a in NOISE_ARGS)
 
 
-@lstm_backward.register_fake
-def _lstm_backward_fake(
-    grad_output, grad_h_n, grad_c_n, grad_records, x, h0, c0, output, gates, cells, c_states,
-    ln_hw, ln_stats, w_ih, w_hh, has_bias, w_hr, w_ci, w_cf, w_co, ln_ih, ln_hh, ln_c_weight,
-    ln_c_bias, zoneout_h, zoneout_c, recurrent_mask, lengths, forget_gate, need_dx,
-):  # fmt: skip
-    def like(t: Tensor | None, on: bool = True) -> Tensor:
-        return torch.empty_like(t) if on and t is not None else x.new_empty(0)
-
-    return (
-        like(x, need_dx),
-        like(h0),
-        like(c0),
-        like(w_ih),
-        like(w_hh),
-        x.new_empty(w_ih.shape[0]) if has_bias else x.new_empty(0),
-        like(w_hr),
-        like(w_ci),
-        like(w_cf),
-        like(w_co),
-        like(ln_ih),
-        like(ln_hh),
-        like(ln_c_weight),
-        like(ln_c_bias),
-    )
+def _raw_lstm_forward(*args) -> tuple[Tensor, ...]:
+    return tuple(build.load().lstm_forward(*args))
 
 
-_LSTM_SAVED = (
-    "x h0 c0 output gates cells c_states ln_hw ln_stats w_ih w_hh b_ih b_hh w_hr w_ci w_cf w_co "
-    "ln_ih ln_hh ln_c_weight ln_c_bias zoneout_h zoneout_c recurrent_mask lengths"
-).split()
+def _raw_lstm_backward(*args) -> tuple[Tensor, ...]:
+    return tuple(build.load().lstm_backward(*args))
 
 
-_LSTM_INPUTS = (
-    "x h0 c0 w_ih w_hh b_ih b_hh w_hr w_ci w_cf w_co ln_ih ln_hh ln_c_weight ln_c_bias "
-    "zoneout_h zoneout_c recurrent_mask lengths forget_gate return_states save"
-).split()
+lstm_forward, lstm_backward = _define(
+    "lstm", LSTM, _raw_lstm_forward, _raw_lstm_backward, _lstm_dims
+)
 
 
 def _lstm_setup_context(ctx, inputs, output):
-    a = dict(zip(_LSTM_INPUTS, inputs, strict=True))
-    out, _, _, _, gates, cells, c_states, ln_hw, ln_stats = output
-    if not a["save"]:
+    if not LSTM.save_for_backward(ctx, inputs, output)["save"]:
         raise RuntimeError("cellstate::lstm_forward was run with save=False under autograd")
-    ctx.mark_non_differentiable(gates, cells, c_states, ln_hw, ln_stats)
-    ctx.set_materialize_grads(False)  # unused outputs get None, not (T, B, G) zeros
-    layer_norm = any(a[k] is not None for k in ("ln_ih", "ln_hh", "ln_c_weight"))
-    saved = {**a, "output": out, "gates": gates, "cells": cells}
-    saved["c_states"] = _none_if_empty(c_states, a["zoneout_c"] is not None)
-    saved["ln_hw"] = _none_if_empty(ln_hw, a["ln_hh"] is not None)
-    saved["ln_stats"] = _none_if_empty(ln_stats, layer_norm)
-    ctx.save_for_backward(*(saved[k] for k in _LSTM_SAVED))
-    ctx.biases = (a["b_ih"] is not None, a["b_hh"] is not None)
-    ctx.forget_gate = a["forget_gate"]
 
 
-def _lstm_backward(ctx, d_output, d_h_n, d_c_n, d_records, *_, kernel=lstm_backward):
-    s = dict(zip(_LSTM_SAVED, ctx.saved_tensors, strict=True))
-    need_dx = ctx.needs_input_grad[0]
-    grads = kernel(
-        d_output, d_h_n, d_c_n, d_records,
-        s["x"], s["h0"], s["c0"], s["output"], s["gates"], s["cells"], s["c_states"],
-        s["ln_hw"], s["ln_stats"], s["w_ih"], s["w_hh"], any(ctx.biases), s["w_hr"],
-        s["w_ci"], s["w_cf"], s["w_co"], s["ln_ih"], s["ln_hh"], s["ln_c_weight"],
-        s["ln_c_bias"], s["zoneout_h"], s["zoneout_c"], s["recurrent_mask"], s["lengths"],
-        ctx.forget_gate, need_dx,
-    )  # fmt: skip
-    dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, dw_ci, dw_cf, dw_co, dln_ih, dln_hh, dln_cw, dln_cb = (
-        grads
-    )
-    has_b_ih, has_b_hh = ctx.biases
-
-    def present(name: str, grad: Tensor) -> Tensor | None:
-        return grad if s[name] is not None else None
-
-    grads = (
-        dx if need_dx else None,
-        dh0,
-        dc0,
-        dw_ih,
-        dw_hh,
-        db if has_b_ih else None,
-        (db.clone() if has_b_ih else db) if has_b_hh else None,
-        present("w_hr", dw_hr),
-        present("w_ci", dw_ci),
-        present("w_cf", dw_cf),
-        present("w_co", dw_co),
-        present("ln_ih", dln_ih),
-        present("ln_hh", dln_hh),
-        present("ln_c_weight", dln_cw),
-        present("ln_c_bias", dln_cb),
-    )
-    grads = _with_second_order(
-        grads,
-        [s[name] for name in _LSTM_INPUTS[: len(grads)]],
-        (d_output, d_h_n, d_c_n, d_records),
-        lambda: _lstm_reference(s, ctx.forget_gate, d_records is not None),
-    )
-    return (*grads, *[None] * (len(_LSTM_INPUTS) - len(grads)))  # masks, lengths, flags
+def _lstm_backward(ctx, *grads, kernel=lstm_backward):
+    return _backward(LSTM, kernel, ctx, grads, _lstm_reference)
 
 
-def _lstm_reference(s: dict, forget_gate: bool, records: bool) -> tuple[Tensor | None, ...]:
-    """The reference forward of the saved inputs: output, h_n, c_n and (with records) the
-    records (5, T, B, H), as lstm_forward returns them."""
-    fields = "w_ih w_hh b_ih b_hh w_hr w_ci w_cf w_co ln_ih ln_hh ln_c_weight ln_c_bias".split()
-    p = LSTMLayerParams(**{k: s[k] for k in fields}, forget_gate=forget_gate)
-    noise = StepNoise(s["zoneout_h"], s["zoneout_c"], s["recurrent_mask"])
+def _lstm_reference(s: dict, forget_gate: bool) -> tuple[Tensor | None, ...]:
+    """The reference forward of the saved inputs: output, h_n, c_n and the records
+    (5, T, B, H), as lstm_forward returns them."""
+    p = LSTMLayerParams(**{n: s[n] for n in LSTM_PARAMS}, forget_gate=forget_gate)
+    noise = StepNoise(**{n: s[n] for n in NOISE})
     output, h_n, c_n, states = reference.lstm_layer(
-        s["x"], s["h0"], s["c0"], p, noise, s["lengths"], return_states=records
+        s["x"], s["h0"], s["c0"], p, noise, s["lengths"], return_states=True
     )
-    stacked = torch.stack([states[k] for k in "cifgo"]) if records else None
-    return output, h_n, c_n, stacked
+    return output, h_n, c_n, torch.stack([states[k] for k in "cifgo"])
 
 
 lstm_forward.register_autograd(_lstm_backward, setup_context=_lstm_setup_context)
@@ -357,14 +279,6 @@ class _EagerLSTMForward(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         return _lstm_backward(ctx, *grads, kernel=_raw_lstm_backward)
-
-
-def _raw_lstm_forward(*args) -> tuple[Tensor, ...]:
-    return tuple(build.load().lstm_forward(*args))
-
-
-def _raw_lstm_backward(*args) -> tuple[Tensor, ...]:
-    return tuple(build.load().lstm_backward(*args))
 
 
 def _needs_grad(*tensors: Tensor | None) -> bool:
@@ -396,8 +310,7 @@ def lstm_layer(
         x = time_gather(x, index)
     if lengths is not None:
         lengths = lengths.to(device="cpu", dtype=torch.int64)
-    params = (p.w_ih, p.w_hh, p.b_ih, p.b_hh, p.w_hr, p.w_ci, p.w_cf, p.w_co)
-    params += (p.ln_ih, p.ln_hh, p.ln_c_weight, p.ln_c_bias)
+    params = [getattr(p, n) for n in LSTM_PARAMS]  # (a list: torch.compile traces it)
     save = _needs_grad(x, h0, c0, *params)
     if torch.jit.is_tracing():
         # A traced graph is replayed with grad on and off (and jit.trace's check reruns it
@@ -407,10 +320,10 @@ def lstm_layer(
         run = lstm_forward
     else:
         run = _EagerLSTMForward.apply if save else _raw_lstm_forward
+    masks = [getattr(noise, n) for n in NOISE]
     output, h_n, c_n, records, *_ = run(
-        x, h0, c0, *params, noise.zoneout_h, noise.zoneout_c, noise.recurrent_mask, lengths,
-        p.forget_gate, return_states, save,
-    )  # fmt: skip
+        x, h0, c0, *params, *masks, lengths, p.forget_gate, return_states, save
+    )
     states = None
     if return_states:
         c, i, f, g, o = records.unbind(0)  # each (T, B, H)
@@ -427,94 +340,53 @@ def lstm_layer(
 # ---- RNN ---------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("cellstate::rnn_forward", mutates_args=())
-def rnn_forward(
-    x: Tensor,
-    h0: Tensor,
-    w_ih: Tensor,
-    w_hh: Tensor,
-    b_ih: Tensor | None,
-    b_hh: Tensor | None,
-    lengths: Tensor | None,
-    relu: bool,
-) -> tuple[Tensor, Tensor]:
-    """One plain-RNN layer-direction: output (T, B, H) (also what backward needs), h_n (B, H)."""
-    return tuple(build.load().rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu))
+RNN = OpDescription(
+    inputs=(
+        Arg("x", "Tensor", grad=True),  # (T, B, D)
+        Arg("h0", "Tensor", grad=True),  # (B, H)
+        *tensor_args(RNNLayerParams),
+        LENGTHS_ARG,
+        Arg("relu", "bool"),  # the nonlinearity: relu, else tanh
+    ),
+    outputs=(
+        Out("output", lambda d: (d.T, d.B, d.H), grad=True),  # backward's h_{t-1}
+        Out("h_n", lambda d: (d.B, d.H), grad=True, saved=False),
+    ),
+    backward_flags=("need_dx",),
+)
+"""``cellstate::rnn_forward``: one plain-RNN layer-direction. ``cellstate::rnn_backward``: BPTT
+through it, the gradient of x, h0 and each parameter (``entry_points.h``)."""
+RNN_PARAMS = tuple(a.name for a in tensor_args(RNNLayerParams))
 
 
-@rnn_forward.register_fake
-def _rnn_forward_fake(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu):
-    T, B, _ = x.shape
-    return x.new_empty(T, B, w_ih.shape[0]), torch.empty_like(h0)
+def _raw_rnn_forward(*args) -> tuple[Tensor, ...]:
+    return tuple(build.load().rnn_forward(*args))
 
 
-@torch.library.custom_op("cellstate::rnn_backward", mutates_args=())
-def rnn_backward(
-    grad_output: Tensor | None,
-    grad_h_n: Tensor | None,
-    x: Tensor,
-    h0: Tensor,
-    output: Tensor,
-    w_ih: Tensor,
-    w_hh: Tensor,
-    lengths: Tensor | None,
-    relu: bool,
-    has_bias: bool,
-    need_dx: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """BPTT through one RNN layer-direction: gradients of x, h0, w_ih, w_hh and the bias."""
-    return tuple(
-        build.load().rnn_backward(
-            grad_output, grad_h_n, x, h0, output, w_ih, w_hh, lengths, relu, has_bias, need_dx
-        )
-    )
+def _raw_rnn_backward(*args) -> tuple[Tensor, ...]:
+    return tuple(build.load().rnn_backward(*args))
 
 
-@rnn_backward.register_fake
-def _rnn_backward_fake(
-    grad_output, grad_h_n, x, h0, output, w_ih, w_hh, lengths, relu, has_bias, need_dx
-):
-    return (
-        torch.empty_like(x) if need_dx else x.new_empty(0),
-        torch.empty_like(h0),
-        torch.empty_like(w_ih),
-        torch.empty_like(w_hh),
-        x.new_empty(w_ih.shape[0]) if has_bias else x.new_empty(0),
-    )
+def _rnn_dims(a: dict) -> SequenceDims:
+    T, B, _ = a["x"].shape
+    return SequenceDims(T=T, B=B, H=a["w_hh"].shape[0])
+
+
+rnn_forward, rnn_backward = _define("rnn", RNN, _raw_rnn_forward, _raw_rnn_backward, _rnn_dims)
 
 
 def _rnn_setup_context(ctx, inputs, output):
-    x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu = inputs
-    ctx.save_for_backward(x, h0, output[0], w_ih, w_hh, b_ih, b_hh, lengths)
-    ctx.set_materialize_grads(False)
-    ctx.biases = (b_ih is not None, b_hh is not None)
-    ctx.relu = relu
+    RNN.save_for_backward(ctx, inputs, output)
 
 
-def _rnn_backward(ctx, d_output, d_h_n):
-    x, h0, output, w_ih, w_hh, b_ih, b_hh, lengths = ctx.saved_tensors
-    need_dx = ctx.needs_input_grad[0]
-    has_b_ih, has_b_hh = ctx.biases
-    dx, dh0, dw_ih, dw_hh, db = rnn_backward(
-        d_output, d_h_n, x, h0, output, w_ih, w_hh, lengths, ctx.relu, has_b_ih or has_b_hh,
-        need_dx,
-    )  # fmt: skip
-    grads = (
-        dx if need_dx else None,
-        dh0,
-        dw_ih,
-        dw_hh,
-        db if has_b_ih else None,
-        (db.clone() if has_b_ih else db) if has_b_hh else None,
-    )
-    p = RNNLayerParams(w_ih, w_hh, b_ih, b_hh, "relu" if ctx.relu else "tanh")
-    grads = _with_second_order(
-        grads,
-        [x, h0, w_ih, w_hh, b_ih, b_hh],
-        (d_output, d_h_n),
-        lambda: reference.rnn_layer(x, h0, p, lengths)[:2],
-    )
-    return (*grads, None, None)  # lengths, relu
+def _rnn_backward(ctx, *grads):
+    return _backward(RNN, rnn_backward, ctx, grads, _rnn_reference)
+
+
+def _rnn_reference(s: dict, relu: bool) -> tuple[Tensor, Tensor]:
+    """The reference forward of the saved inputs: output, h_n."""
+    p = RNNLayerParams(**{n: s[n] for n in RNN_PARAMS}, nonlinearity="relu" if relu else "tanh")
+    return reference.rnn_layer(s["x"], s["h0"], p, s["lengths"])[:2]
 
 
 rnn_forward.register_autograd(_rnn_backward, setup_context=_rnn_setup_context)
@@ -544,9 +416,8 @@ def rnn_layer(
         x = time_gather(x, index)
     if lengths is not None:
         lengths = lengths.to(device="cpu", dtype=torch.int64)
-    output, h_n = rnn_forward(
-        x, h0, p.w_ih, p.w_hh, p.b_ih, p.b_hh, lengths, p.nonlinearity == "relu"
-    )
+    params = [getattr(p, n) for n in RNN_PARAMS]
+    output, h_n = rnn_forward(x, h0, *params, lengths, p.nonlinearity == "relu")
     if reverse:
         output = time_gather(output, index)
     return output, h_n, ({"h": output} if return_states else None)

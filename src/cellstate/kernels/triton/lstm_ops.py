@@ -23,28 +23,27 @@ from cellstate.kernels.triton import launch, persistent_ops
 from cellstate.kernels.triton.layout import (
     GRAD_INPUTS,
     GRAD_OUTPUTS,
+    LSTM,
     LSTM_INPUTS,
     LSTM_OUTPUTS,
     SAVED,
     VARIANT_WEIGHTS,
     allocate_grads,
     allocate_outputs,
-    backward_schema,
-    forward_schema,
 )
 
 FORWARD = "cellstate::triton_lstm_forward"
 BACKWARD = "cellstate::triton_lstm_backward"
-INPUT_NAMES = tuple(a.name for a in LSTM_INPUTS)
-OUTPUT_NAMES = tuple(o.name for o in LSTM_OUTPUTS)
-BACKWARD_NAMES = tuple(f"d_{n}" for n in GRAD_OUTPUTS) + SAVED + ("forget_gate",)
+INPUT_NAMES = LSTM.input_names
+OUTPUT_NAMES = LSTM.output_names
+BACKWARD_NAMES = LSTM.backward_names
 DOUBLE_BACKWARD = (
     "backend='triton' has no double backward (create_graph=True through the LSTM's hand-written "
     "BPTT); use backend='reference' for higher-order gradients"
 )
 
-torch.library.define(FORWARD, forward_schema())
-torch.library.define(BACKWARD, backward_schema())
+torch.library.define(FORWARD, LSTM.forward_schema())
+torch.library.define(BACKWARD, LSTM.backward_schema())
 
 
 STAGE_VARIABLE = "CELLSTATE_TRITON_STAGE"

@@ -1,0 +1,83 @@
+// The entry points of the CPU kernels (defined in lstm.cpp, bound to Python in bindings.cpp) and
+// their arguments, declared once.
+//
+// Each entry point takes one struct holding its op's arguments by name. The lists below give
+// the arguments in the op's order (that of cellstate.kernels.description: a layer's tensors are
+// the fields of LSTMLayerParams / RNNLayerParams, then StepNoise's, then lengths); the same list
+// declares the struct, unpacks a Python call into it (bindings.cpp) and names the arguments
+// (argument_lists(), which tests/kernels/test_opcheck.py compares with the ops' schemas), so the
+// C++ and Python orders cannot differ unnoticed. A new variant adds its tensor to the Python
+// dataclass and to the list here.
+
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+// X(type, name) for each argument. The types: Tensor (required), OptTensor (None allowed), bool.
+#define CELLSTATE_LSTM_PARAMS(X)                                                             \
+  X(Tensor, w_ih) X(Tensor, w_hh) X(OptTensor, b_ih) X(OptTensor, b_hh) X(OptTensor, w_hr)   \
+  X(OptTensor, w_ci) X(OptTensor, w_cf) X(OptTensor, w_co) X(OptTensor, ln_ih)               \
+  X(OptTensor, ln_hh) X(OptTensor, ln_c_weight) X(OptTensor, ln_c_bias)
+#define CELLSTATE_RNN_PARAMS(X) \
+  X(Tensor, w_ih) X(Tensor, w_hh) X(OptTensor, b_ih) X(OptTensor, b_hh)
+#define CELLSTATE_STEP_NOISE(X) \
+  X(OptTensor, zoneout_h) X(OptTensor, zoneout_c) X(OptTensor, recurrent_mask)
+
+#define CELLSTATE_LSTM_INPUTS(X)                                                              \
+  X(Tensor, x) X(Tensor, h0) X(Tensor, c0) CELLSTATE_LSTM_PARAMS(X) CELLSTATE_STEP_NOISE(X) \
+  X(OptTensor, lengths)
+// Forward results (in this order): output (T, B, P), h_n (B, P), c_n (B, H), records
+// (5, T, B, H) and what backward reads: gates (T, B, G), cells (T, B, H), c_states (T, B, H),
+// ln_hw (T, B, G), ln_stats (T, B, 5). An absent result is an empty tensor.
+#define CELLSTATE_LSTM_FORWARD(X) \
+  CELLSTATE_LSTM_INPUTS(X) X(bool, forget_gate) X(bool, return_states) X(bool, save)
+// Backward results: the gradients of x, h0, c0 and of each of CELLSTATE_LSTM_PARAMS, in order
+// (empty for an absent one, and for x without need_dx).
+#define CELLSTATE_LSTM_BACKWARD(X)                                                          \
+  X(OptTensor, d_output) X(OptTensor, d_h_n) X(OptTensor, d_c_n) X(OptTensor, d_records)    \
+  CELLSTATE_LSTM_INPUTS(X) X(Tensor, output) X(Tensor, gates) X(Tensor, cells)              \
+  X(Tensor, c_states) X(Tensor, ln_hw) X(Tensor, ln_stats) X(bool, forget_gate)             \
+  X(bool, need_dx)
+
+// Forward results: output (T, B, H), h_n (B, H). Backward results: the gradients of x, h0
+// and of each of CELLSTATE_RNN_PARAMS, in order.
+#define CELLSTATE_RNN_INPUTS(X) \
+  X(Tensor, x) X(Tensor, h0) CELLSTATE_RNN_PARAMS(X) X(OptTensor, lengths)
+#define CELLSTATE_RNN_FORWARD(X) CELLSTATE_RNN_INPUTS(X) X(bool, relu)
+#define CELLSTATE_RNN_BACKWARD(X)                                                           \
+  X(OptTensor, d_output) X(OptTensor, d_h_n) CELLSTATE_RNN_INPUTS(X) X(Tensor, output)      \
+  X(bool, relu) X(bool, need_dx)
+
+#define CELLSTATE_FIELD(type, name) type name;
+#define CELLSTATE_ARGS_STRUCT(Struct, LIST) \
+  struct Struct {                           \
+    LIST(CELLSTATE_FIELD)                   \
+  };
+
+CELLSTATE_ARGS_STRUCT(LSTMTensors, CELLSTATE_LSTM_PARAMS)
+CELLSTATE_ARGS_STRUCT(LSTMForwardArgs, CELLSTATE_LSTM_FORWARD)
+CELLSTATE_ARGS_STRUCT(LSTMBackwardArgs, CELLSTATE_LSTM_BACKWARD)
+CELLSTATE_ARGS_STRUCT(RNNForwardArgs, CELLSTATE_RNN_FORWARD)
+CELLSTATE_ARGS_STRUCT(RNNBackwardArgs, CELLSTATE_RNN_BACKWARD)
+
+// The layer's parameters out of an op's arguments.
+template <typename Args>
+LSTMTensors lstm_tensors(const Args& a) {
+#define CELLSTATE_COPY(type, name) a.name,
+  return LSTMTensors{CELLSTATE_LSTM_PARAMS(CELLSTATE_COPY)};
+#undef CELLSTATE_COPY
+}
+
+std::vector<Tensor> lstm_forward(const LSTMForwardArgs& a);
+std::vector<Tensor> lstm_backward(const LSTMBackwardArgs& a);
+std::vector<Tensor> rnn_forward(const RNNForwardArgs& a);
+std::vector<Tensor> rnn_backward(const RNNBackwardArgs& a);
+
+Tensor bernoulli_mask(int64_t seed, std::vector<int64_t> shape, double p, at::ScalarType dtype);
