@@ -28,7 +28,7 @@ import torch
 import cellstate
 from cellstate.kernels import dispatch
 from cellstate.lm.train import (
-    TrainConfig,
+    LMTrainConfig,
     bits_per_char,
     build_model,
     load_data,
@@ -76,7 +76,7 @@ def bpc_at(metrics: list[dict], seconds: float) -> float:
 def full_validation_bpc(run_dir: Path) -> tuple[float, int]:
     """A run's final bpc over its whole validation split, and the characters scored."""
     state = load_lm_checkpoint(run_dir / "checkpoint.pt")
-    config = TrainConfig(**state["train_config"])
+    config = LMTrainConfig(**state["train_config"])
     model, _ = build_model(state)
     data = load_data(config, state)
     bpc = bits_per_char(model, data.val_ids, config.batch, config.seq_len)
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/lm.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     # Build (or load) the CPU kernel here, so that compiling it is not counted as training time;
     # and say which backend "auto" runs on a (T, B, E) float32 CPU input.
-    x = torch.zeros(args.seq_len, args.batch, TrainConfig().embed)  # (T, B, E)
+    x = torch.zeros(args.seq_len, args.batch, LMTrainConfig().embed)  # (T, B, E)
     auto = dispatch.select("auto", x).__name__
     about = {**machine(args), "auto_backend": auto}
     load_before = os.getloadavg()

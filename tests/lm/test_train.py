@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from cellstate.cli.main import main
-from cellstate.lm.model import CharLM, ModelConfig
-from cellstate.lm.train import TrainConfig, bits_per_char, build_model, text_streams
+from cellstate.lm.model import CharLM, CharLMConfig
+from cellstate.lm.train import LMTrainConfig, bits_per_char, build_model, text_streams
 from cellstate.training import checkpoint
 from tests.lm.conftest import TINY
 
@@ -29,7 +29,7 @@ def test_text_streams_pair_each_character_with_the_next():
 
 
 def test_an_untrained_uniform_model_scores_log2_of_the_vocabulary():
-    model = CharLM(ModelConfig(vocab_size=13, hidden=4, layers=1, embed=3))
+    model = CharLM(CharLMConfig(vocab_size=13, hidden=4, layers=1, embed=3))
     torch.nn.init.zeros_(model.head.weight)
     torch.nn.init.zeros_(model.head.bias)
     bpc = bits_per_char(model, torch.randint(0, 13, (101,)), batch=3, seq_len=7)
@@ -37,7 +37,7 @@ def test_an_untrained_uniform_model_scores_log2_of_the_vocabulary():
 
 
 def test_a_partial_evaluation_samples_the_whole_text():
-    model = CharLM(ModelConfig(vocab_size=2, hidden=4, layers=1, embed=3))
+    model = CharLM(CharLMConfig(vocab_size=2, hidden=4, layers=1, embed=3))
     torch.nn.init.zeros_(model.head.weight)
     with torch.no_grad():
         model.head.bias.copy_(torch.tensor([2.0, 0.0]))  # predicts 0 with p = sigmoid(2)
@@ -141,6 +141,6 @@ def test_sigterm_writes_a_checkpoint_that_resumes(tmp_path, text_file):
 
 def test_train_config_validates_sizes():
     with pytest.raises(ValueError, match="seq_len must be a positive integer"):
-        TrainConfig(seq_len=0)
+        LMTrainConfig(seq_len=0)
     with pytest.raises(ValueError, match="max_minutes must be a positive number"):
-        TrainConfig(max_minutes=-1.0)
+        LMTrainConfig(max_minutes=-1.0)

@@ -19,7 +19,7 @@ from cellstate.lm.corpus import DEFAULT_MAX_CHARS
 from cellstate.lm.sample import SampleConfig, sample, start_text
 from cellstate.lm.train import (
     DEFAULT_MAX_STEPS,
-    TrainConfig,
+    LMTrainConfig,
     build_model,
     load_data,
     load_lm_checkpoint,
@@ -30,13 +30,13 @@ from cellstate.training.divergence import Diverged
 from cellstate.training.run_dir import RunDirError
 
 USAGE_ERROR = 2
-DEFAULTS = TrainConfig()
+DEFAULTS = LMTrainConfig()
 DEFAULTS_SHOWN = {
     "max_steps": f"{DEFAULT_MAX_STEPS} unless --max-minutes is given",
     "max_minutes": "no limit",
 }
 
-# (flag, field, type, help); every default is TrainConfig's, shown in the help.
+# (flag, field, type, help); every default is LMTrainConfig's, shown in the help.
 TRAIN_OPTIONS = (
     ("--out", "out", str, "run directory"),
     ("--hidden", "hidden", int, "LSTM hidden size H"),
@@ -55,6 +55,7 @@ TRAIN_OPTIONS = (
     ("--eval-chars", "eval_chars", int, "validation characters scored, spread over the split"),
     ("--checkpoint-every", "checkpoint_every", int, "steps between checkpoints"),
     ("--max-chars", "max_chars", int, "cut the corpus at this many characters"),
+    ("--device", "device", str, "cpu or cuda[:N]: where the model and its batches run"),
 )
 
 

@@ -19,7 +19,7 @@ from cellstate.speech.audio import AudioError
 from cellstate.speech.synthesis import DEFAULT_UTTERANCES, EspeakMissing, synthesise
 from cellstate.speech.train import (
     DEFAULT_MAX_MINUTES,
-    TrainConfig,
+    SpeechTrainConfig,
     build_model,
     load_data,
     load_speech_checkpoint,
@@ -30,7 +30,7 @@ from cellstate.speech.transcribe import transcribe_file
 from cellstate.training.divergence import Diverged
 
 USAGE_ERROR = 2
-DEFAULTS = TrainConfig(max_steps=1)
+DEFAULTS = SpeechTrainConfig(max_steps=1)
 DEFAULTS_SHOWN = {
     "forget_bias": "1.0",
     "threads": "torch's, all cores",
@@ -45,7 +45,7 @@ def _flag(text: str) -> bool:
     return text in ("1", "true")
 
 
-# (flag, field, type, help); every default is TrainConfig's, shown in the help.
+# (flag, field, type, help); every default is SpeechTrainConfig's, shown in the help.
 TRAIN_OPTIONS = (
     ("--data", "data", str, "corpus folder holding train.csv and test.csv"),
     ("--out", "out", str, "run directory"),
