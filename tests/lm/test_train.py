@@ -144,3 +144,24 @@ def test_train_config_validates_sizes():
         LMTrainConfig(seq_len=0)
     with pytest.raises(ValueError, match="max_minutes must be a positive number"):
         LMTrainConfig(max_minutes=-1.0)
+
+
+def test_device_cuda_without_cuda_is_one_line_and_exit_2(tmp_path, text_file, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on a GPU machine
+    out = tmp_path / "run"
+    assert _train(text_file, out, "--max-steps", "2", "--device", "cuda") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cellstate lm train: error: --device cuda:") and "\n" not in err
+    assert "sees no CUDA device; use --device cpu" in err
+    assert not (out / "checkpoint.pt").exists()
+    assert _train(text_file, out, "--max-steps", "2", "--device", "tpu") == 2
+    assert "--device must be cpu or cuda[:N]; got 'tpu'" in capsys.readouterr().err
+
+
+def test_the_checkpoint_and_result_record_the_device(tmp_path, text_file):
+    out = tmp_path / "run"
+    assert _train(text_file, out, "--max-steps", "2", "--device", "cpu") == 0
+    state = checkpoint.load(out / "checkpoint.pt")
+    assert state["devices"] == ["cpu"] and state["backends"] == ["cpu"]
+    assert state["train_config"]["device"] == "cpu"
+    assert json.loads((out / "result.json").read_text())["device"] == "cpu"

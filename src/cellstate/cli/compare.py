@@ -11,7 +11,6 @@ compile (or load) and the process's start-up are timed apart from the runs' seco
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -24,7 +23,6 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from cellstate.cli.train import RUN_FILES  # noqa: E402
 from cellstate.kernels.cpu import build as cpu_kernel  # noqa: E402
 from cellstate.report.html import write_report  # noqa: E402
 from cellstate.training.config import (  # noqa: E402
@@ -35,7 +33,7 @@ from cellstate.training.config import (  # noqa: E402
     TaskConfig,
     TrainingConfig,
 )
-from cellstate.training.run_dir import check_writable, refuse_existing  # noqa: E402
+from cellstate.training.run_dir import RunDir, check_writable, refuse_existing, write_json  # noqa: E402
 from cellstate.training.trainer import Result, Trainer  # noqa: E402
 
 # Chosen by measurement (RESULTS.md, "cellstate compare"): from the shortest lag the adding
@@ -263,7 +261,7 @@ def plot(results: list[Result], path: Path, task: str) -> None:
 def write_outputs(out: Path, summary: dict, results: list[Result]) -> list[Path]:
     """Everything compare writes from its results. The single place to add a report."""
     data_path, plot_path = out / "compare.json", out / "compare.png"
-    data_path.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(data_path, summary)
     plot(results, plot_path, summary["task"])
     return [data_path, plot_path, write_report(out)]
 
@@ -295,8 +293,7 @@ def run(args: argparse.Namespace) -> int:
     for i, config in enumerate(configs, 1):
         name = f"{config.model.kind}-T{config.task.length}"
         run_dir = out / name
-        for file in RUN_FILES:  # compare always starts its runs afresh
-            (run_dir / file).unlink(missing_ok=True)
+        RunDir(run_dir).start_fresh()  # compare always starts its runs afresh
         label = f"[{i}/{len(configs)}] {config.model.kind.upper()} T={config.task.length}"
         result = Trainer(config, run_dir, progress=not args.quiet, description=label).run()
         if result is None:  # interrupted: the finished runs are still worth writing
