@@ -21,12 +21,12 @@ import os
 import shlex
 import statistics
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from cellstate.lm.train import (
+    RESUMABLE,
     Data,
     LMTrainConfig,
     bits_per_char,
@@ -36,6 +36,7 @@ from cellstate.lm.train import (
 )
 from cellstate.lm.train import train as run_training
 from cellstate.training import run_dir
+from cellstate.training.step_trainer import resumed
 
 MODELS = ("cellstate", "torch")
 
@@ -90,8 +91,11 @@ def run_pair(args: argparse.Namespace, seed: int, out: Path, data: Data) -> dict
         if run_dir.read_json(run.result) is None:
             resume = run.checkpoint.is_file()
             resume_from = load_lm_checkpoint(run.checkpoint) if resume else None
-            if resume_from is not None and resume_from["train_config"] != asdict(config):
-                raise SystemExit(f"{run.path} holds a run of other settings; choose another --out")
+            if resume_from is not None:  # only --steps may differ (RESUMABLE: the resume is exact)
+                stored = LMTrainConfig(**resume_from["train_config"])
+                config = resumed(stored, {"max_steps": args.steps}, RESUMABLE)
+                if config != config_for(args, model, seed, run.path):
+                    raise SystemExit(f"{run.path} holds a run of other settings; use another --out")
             result = run_training(config, data, resume_from, progress=False)
             if "interrupted" in result:
                 raise SystemExit(f"interrupted in {run.path}; the same command continues it")
