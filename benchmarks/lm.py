@@ -38,21 +38,26 @@ from cellstate.lm.train import (
 MODELS = ("cellstate", "torch")
 
 
+def add_model_arguments(parser: argparse.ArgumentParser, hidden: int) -> None:
+    """The model, training and evaluation flags that this and benchmarks/lm_paired.py share."""
+    parser.add_argument("--hidden", type=int, default=hidden)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--seq-len", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--eval-chars", type=int, default=100_000)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget per model")
     parser.add_argument("--rounds", type=int, default=10, help="turns the budget is cut in")
     parser.add_argument("--out", default="runs/bench-lm", help="directory for runs and table")
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--seq-len", type=int, default=100)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--eval-chars", type=int, default=100_000)
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    add_model_arguments(parser, hidden=256)
     return parser.parse_args(argv)
 
 

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 import torch
+from lm import MODELS, add_model_arguments  # benchmarks/lm.py, beside this file
 
 from cellstate.lm.train import (
     RESUMABLE,
@@ -38,29 +39,13 @@ from cellstate.lm.train import train as run_training
 from cellstate.training import run_dir
 from cellstate.training.step_trainer import resumed
 
-MODELS = ("cellstate", "torch")
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=2000, help="training steps per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one pair each")
     parser.add_argument("--out", default="runs/lm-paired", help="directory for runs and table")
-    parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--seq-len", type=int, default=100)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--eval-chars", type=int, default=100_000)
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    parser.add_argument(
-        "--models",
-        nargs="+",
-        default=list(MODELS),
-        choices=MODELS,
-        help="train only these (two processes may share the work); the table needs both",
-    )
+    add_model_arguments(parser, hidden=128)  # --models: two processes may share the work
     return parser.parse_args(argv)
 
 
