@@ -92,8 +92,8 @@ def register(subparsers) -> None:
     train.add_argument(
         "--resume",
         action="store_true",
-        help="continue DIR/checkpoint.pt exactly; only --max-steps, --max-minutes, --eval-every "
-        "and --checkpoint-every may change",
+        help="continue DIR/checkpoint.pt exactly; only --max-steps, --max-minutes, --eval-every, "
+        "--checkpoint-every and --device may change",
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=run_train)

@@ -1,5 +1,7 @@
 """Training the character model: truncated BPTT over parallel text streams, gradient clipping,
-validation bits per character, atomic checkpoints and an exact resume.
+validation bits per character, atomic checkpoints and an exact resume. LMTrainer says what a
+step, an evaluation and a checkpoint are; the loop is training/step_trainer.py's (shared with
+speech training), the run directory training/run_dir.py's.
 
 Shapes: S stream length, T chunk (seq_len), B batch (streams), V vocabulary, L layers, H hidden.
 """

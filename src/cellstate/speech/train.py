@@ -2,8 +2,9 @@
 Adam, optional SpecAugment; evaluation by greedy decoding on the held-out voices, clean and
 at 10 dB SNR; atomic checkpoints and an exact resume.
 
-Run directory: config.json, metrics.jsonl (one line per evaluation), checkpoint.pt,
-result.json. Shapes: T frames, B batch, M mel bands, V + 1 labels.
+Run directory (training/run_dir.py): config.json, metrics.jsonl (one line per evaluation),
+checkpoint.pt, result.json. The loop is training/step_trainer.py's, shared with ``lm train``.
+Shapes: T frames, B batch, M mel bands, V + 1 labels.
 """
 
 from __future__ import annotations
