@@ -8,8 +8,8 @@ checkpoint entries and its result are; StepTrainer owns the model, the optimiser
 step), the counters (steps, training seconds, the loss since the last evaluation) and the files.
 Training time excludes evaluations and checkpoint writes, so that budgets compare models fairly.
 
-The config of a run is a frozen dataclass with at least ``out``, ``device``, ``seed``, ``lr``,
-``clip``, ``max_steps``, ``max_minutes``, ``eval_every`` and ``checkpoint_every``.
+The config of a run is a frozen dataclass with at least ``out``, ``device``, ``clip``,
+``max_steps``, ``max_minutes``, ``eval_every`` and ``checkpoint_every``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ from cellstate.kernels import dispatch
 from cellstate.training import checkpoint, run_dir
 from cellstate.training.divergence import check_loss
 from cellstate.training.interrupt import GracefulStop
-
-DEVICES = ("cpu", "cuda")
 
 
 def torch_device(name: str) -> torch.device:
