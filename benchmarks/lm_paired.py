@@ -86,10 +86,22 @@ def run_pair(args: argparse.Namespace, seed: int, out: Path, data: Data) -> dict
                 raise SystemExit(f"interrupted in {run.path}; the same command continues it")
         result = run_dir.read_json(run.result)
         result["curve"] = [(m["step"], m["val_bpc"]) for m in run.read_metrics()]
-        model_at_end, _ = build_model(load_lm_checkpoint(run.checkpoint))
-        result["val_bpc_full"] = bits_per_char(model_at_end, data.val_ids, args.batch, args.seq_len)
+        result["val_bpc_full"] = full_validation_bpc(run, data)
         pair[model] = result
     return pair
+
+
+def full_validation_bpc(run: run_dir.RunDir, data: Data) -> float:
+    """The final model's bpc over the whole validation split (kept in the run directory, so
+    that a rerun that tabulates does not score it again)."""
+    path = run.path / "val_bpc_full.json"
+    if run_dir.read_json(path) is None:
+        state = load_lm_checkpoint(run.checkpoint)
+        model, _ = build_model(state)
+        config = state["train_config"]
+        bpc = bits_per_char(model, data.val_ids, config["batch"], config["seq_len"])
+        run_dir.write_json(path, {"val_bpc_full": bpc, "step": state["step"]})
+    return run_dir.read_json(path)["val_bpc_full"]
 
 
 def summary(differences: list[float]) -> dict:
