@@ -73,7 +73,8 @@ def run_pair(args: argparse.Namespace, seed: int, out: Path, data: Data) -> dict
     for model in args.models:
         run = run_dir.RunDir(out / f"seed{seed}" / model)
         config = config_for(args, model, seed, run.path)
-        if run_dir.read_json(run.result) is None:
+        finished = run_dir.read_json(run.result)
+        if finished is None or finished["steps"] != args.steps:
             resume = run.checkpoint.is_file()
             resume_from = load_lm_checkpoint(run.checkpoint) if resume else None
             if resume_from is not None:  # only --steps may differ (RESUMABLE: the resume is exact)
@@ -93,10 +94,10 @@ def run_pair(args: argparse.Namespace, seed: int, out: Path, data: Data) -> dict
 
 def full_validation_bpc(run: run_dir.RunDir, data: Data) -> float:
     """The final model's bpc over the whole validation split (kept in the run directory, so
-    that a rerun that tabulates does not score it again)."""
-    path = run.path / "val_bpc_full.json"
-    if run_dir.read_json(path) is None:
-        state = load_lm_checkpoint(run.checkpoint)
+    that a rerun that tabulates does not score the same model again)."""
+    path, state = run.path / "val_bpc_full.json", load_lm_checkpoint(run.checkpoint)
+    kept = run_dir.read_json(path)
+    if kept is None or kept["step"] != state["step"]:
         model, _ = build_model(state)
         config = state["train_config"]
         bpc = bits_per_char(model, data.val_ids, config["batch"], config["seq_len"])
