@@ -28,7 +28,7 @@ import torch
 import cellstate
 from cellstate.kernels import dispatch
 from cellstate.lm.train import (
-    TrainConfig,
+    LMTrainConfig,
     bits_per_char,
     build_model,
     load_data,
@@ -38,21 +38,26 @@ from cellstate.lm.train import (
 MODELS = ("cellstate", "torch")
 
 
+def add_model_arguments(parser: argparse.ArgumentParser, hidden: int) -> None:
+    """The model, training and evaluation flags that this and benchmarks/lm_paired.py share."""
+    parser.add_argument("--hidden", type=int, default=hidden)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--seq-len", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--eval-chars", type=int, default=100_000)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget per model")
     parser.add_argument("--rounds", type=int, default=10, help="turns the budget is cut in")
     parser.add_argument("--out", default="runs/bench-lm", help="directory for runs and table")
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--seq-len", type=int, default=100)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--eval-chars", type=int, default=100_000)
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    add_model_arguments(parser, hidden=256)
     return parser.parse_args(argv)
 
 
@@ -76,7 +81,7 @@ def bpc_at(metrics: list[dict], seconds: float) -> float:
 def full_validation_bpc(run_dir: Path) -> tuple[float, int]:
     """A run's final bpc over its whole validation split, and the characters scored."""
     state = load_lm_checkpoint(run_dir / "checkpoint.pt")
-    config = TrainConfig(**state["train_config"])
+    config = LMTrainConfig(**state["train_config"])
     model, _ = build_model(state)
     data = load_data(config, state)
     bpc = bits_per_char(model, data.val_ids, config.batch, config.seq_len)
@@ -161,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/lm.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     # Build (or load) the CPU kernel here, so that compiling it is not counted as training time;
     # and say which backend "auto" runs on a (T, B, E) float32 CPU input.
-    x = torch.zeros(args.seq_len, args.batch, TrainConfig().embed)  # (T, B, E)
+    x = torch.zeros(args.seq_len, args.batch, LMTrainConfig().embed)  # (T, B, E)
     auto = dispatch.select("auto", x).__name__
     about = {**machine(args), "auto_backend": auto}
     load_before = os.getloadavg()

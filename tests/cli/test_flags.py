@@ -10,8 +10,8 @@ import pytest
 from cellstate.cli import lm, speech, train
 from cellstate.cli.flags import Flag, add_flags, boolean, flag_values
 from cellstate.cli.main import build_parser
-from cellstate.lm.train import TrainConfig as LMTrainConfig
-from cellstate.speech.train import TrainConfig as SpeechTrainConfig
+from cellstate.lm.train import LMTrainConfig
+from cellstate.speech.train import SpeechTrainConfig
 from cellstate.training.config import ModelConfig, RunConfig, TaskConfig, TrainingConfig
 
 

@@ -1,13 +1,13 @@
 import pytest
 import torch
 
-from cellstate.lm.model import CharLM, ModelConfig
+from cellstate.lm.model import CharLM, CharLMConfig
 from tests.differential import EXACT
 
 
 @pytest.mark.parametrize("lstm", ["cellstate", "torch"])
 def test_forward_shapes_and_state_carry(lstm):
-    model = CharLM(ModelConfig(vocab_size=11, hidden=6, layers=2, embed=5, lstm=lstm))
+    model = CharLM(CharLMConfig(vocab_size=11, hidden=6, layers=2, embed=5, lstm=lstm))
     tokens = torch.randint(0, 11, (7, 3))  # (T, B)
     logits, (h, c) = model(tokens)
     assert logits.shape == (7, 3, 11)
@@ -18,9 +18,9 @@ def test_forward_shapes_and_state_carry(lstm):
 
 def test_cellstate_and_torch_models_are_the_same_model():
     torch.manual_seed(3)
-    ours = CharLM(ModelConfig(vocab_size=9, hidden=8, layers=2, embed=4))
+    ours = CharLM(CharLMConfig(vocab_size=9, hidden=8, layers=2, embed=4))
     torch.manual_seed(3)
-    theirs = CharLM(ModelConfig(vocab_size=9, hidden=8, layers=2, embed=4, lstm="torch"))
+    theirs = CharLM(CharLMConfig(vocab_size=9, hidden=8, layers=2, embed=4, lstm="torch"))
     for (name, a), (_, b) in zip(
         ours.state_dict().items(), theirs.state_dict().items(), strict=True
     ):
@@ -41,4 +41,4 @@ def test_cellstate_and_torch_models_are_the_same_model():
 )
 def test_config_is_validated(field, value, message):
     with pytest.raises(ValueError, match=message):
-        ModelConfig(vocab_size=5, **{field: value})
+        CharLMConfig(vocab_size=5, **{field: value})

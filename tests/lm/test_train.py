@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from cellstate.cli.main import main
-from cellstate.lm.model import CharLM, ModelConfig
-from cellstate.lm.train import TrainConfig, bits_per_char, build_model, text_streams
+from cellstate.lm.model import CharLM, CharLMConfig
+from cellstate.lm.train import LMTrainConfig, bits_per_char, build_model, text_streams
 from cellstate.training import checkpoint
 from tests.lm.conftest import TINY
 
@@ -29,7 +29,7 @@ def test_text_streams_pair_each_character_with_the_next():
 
 
 def test_an_untrained_uniform_model_scores_log2_of_the_vocabulary():
-    model = CharLM(ModelConfig(vocab_size=13, hidden=4, layers=1, embed=3))
+    model = CharLM(CharLMConfig(vocab_size=13, hidden=4, layers=1, embed=3))
     torch.nn.init.zeros_(model.head.weight)
     torch.nn.init.zeros_(model.head.bias)
     bpc = bits_per_char(model, torch.randint(0, 13, (101,)), batch=3, seq_len=7)
@@ -37,7 +37,7 @@ def test_an_untrained_uniform_model_scores_log2_of_the_vocabulary():
 
 
 def test_a_partial_evaluation_samples_the_whole_text():
-    model = CharLM(ModelConfig(vocab_size=2, hidden=4, layers=1, embed=3))
+    model = CharLM(CharLMConfig(vocab_size=2, hidden=4, layers=1, embed=3))
     torch.nn.init.zeros_(model.head.weight)
     with torch.no_grad():
         model.head.bias.copy_(torch.tensor([2.0, 0.0]))  # predicts 0 with p = sigmoid(2)
@@ -141,6 +141,27 @@ def test_sigterm_writes_a_checkpoint_that_resumes(tmp_path, text_file):
 
 def test_train_config_validates_sizes():
     with pytest.raises(ValueError, match="seq_len must be a positive integer"):
-        TrainConfig(seq_len=0)
+        LMTrainConfig(seq_len=0)
     with pytest.raises(ValueError, match="max_minutes must be a positive number"):
-        TrainConfig(max_minutes=-1.0)
+        LMTrainConfig(max_minutes=-1.0)
+
+
+def test_device_cuda_without_cuda_is_one_line_and_exit_2(tmp_path, text_file, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on a GPU machine
+    out = tmp_path / "run"
+    assert _train(text_file, out, "--max-steps", "2", "--device", "cuda") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cellstate lm train: error: --device cuda:") and "\n" not in err
+    assert "sees no CUDA device; use --device cpu" in err
+    assert not (out / "checkpoint.pt").exists()
+    assert _train(text_file, out, "--max-steps", "2", "--device", "tpu") == 2
+    assert "--device must be cpu or cuda[:N]; got 'tpu'" in capsys.readouterr().err
+
+
+def test_the_checkpoint_and_result_record_the_device(tmp_path, text_file):
+    out = tmp_path / "run"
+    assert _train(text_file, out, "--max-steps", "2", "--device", "cpu") == 0
+    state = checkpoint.load(out / "checkpoint.pt")
+    assert state["devices"] == ["cpu"] and state["backends"] == ["cpu"]
+    assert state["train_config"]["device"] == "cpu"
+    assert json.loads((out / "result.json").read_text())["device"] == "cpu"

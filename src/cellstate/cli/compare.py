@@ -11,14 +11,12 @@ compile (or load) and the process's start-up are timed apart from the runs' seco
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 from cellstate.cli.errors import usage_error
-from cellstate.cli.train import RUN_FILES
 from cellstate.kernels.cpu import build as cpu_kernel
 from cellstate.report.html import write_report
 from cellstate.report.plots import comparison_figure, save_png
@@ -30,7 +28,7 @@ from cellstate.training.config import (
     TaskConfig,
     TrainingConfig,
 )
-from cellstate.training.run_dir import check_writable, refuse_existing
+from cellstate.training.run_dir import RunDir, check_writable, refuse_existing, write_json
 from cellstate.training.trainer import Result, Trainer
 
 # Chosen by measurement (RESULTS.md, "cellstate compare"): from the shortest lag the adding
@@ -213,7 +211,7 @@ def startup_seconds() -> float | None:
 def write_outputs(out: Path, summary: dict, results: list[Result]) -> list[Path]:
     """Everything compare writes from its results. The single place to add a report."""
     data_path, plot_path = out / "compare.json", out / "compare.png"
-    data_path.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(data_path, summary)
     save_png(comparison_figure(results, summary["task"]), plot_path, dpi=110)
     return [data_path, plot_path, write_report(out)]
 
@@ -245,8 +243,7 @@ def run(args: argparse.Namespace) -> int:
     for i, config in enumerate(configs, 1):
         name = f"{config.model.kind}-T{config.task.length}"
         run_dir = out / name
-        for file in RUN_FILES:  # compare always starts its runs afresh
-            (run_dir / file).unlink(missing_ok=True)
+        RunDir(run_dir).start_fresh()  # compare always starts its runs afresh
         label = f"[{i}/{len(configs)}] {config.model.kind.upper()} T={config.task.length}"
         result = Trainer(config, run_dir, progress=not args.quiet, description=label).run()
         if result is None:  # interrupted: the finished runs are still worth writing

@@ -21,7 +21,7 @@ from cellstate.lm.corpus import DEFAULT_MAX_CHARS
 from cellstate.lm.sample import SampleConfig, sample, start_text
 from cellstate.lm.train import (
     DEFAULT_MAX_STEPS,
-    TrainConfig,
+    LMTrainConfig,
     build_model,
     load_data,
     load_lm_checkpoint,
@@ -31,7 +31,7 @@ from cellstate.lm.train import train as run_training
 from cellstate.training.divergence import Diverged
 from cellstate.training.run_dir import RunDirError
 
-# Every default is TrainConfig's, shown in the help.
+# Every default is LMTrainConfig's, shown in the help.
 TRAIN_FLAGS = (
     Flag("out", "run directory"),
     Flag("hidden", "LSTM hidden size H"),
@@ -54,6 +54,7 @@ TRAIN_FLAGS = (
     Flag("eval_chars", "validation characters scored, spread over the split"),
     Flag("checkpoint_every", "steps between checkpoints"),
     Flag("max_chars", "cut the corpus at this many characters"),
+    Flag("device", "cpu or cuda[:N]: where the model and its batches run"),
 )
 
 
@@ -79,12 +80,12 @@ def register(subparsers) -> None:
         help="UTF-8 text files, concatenated (default: the standard library's .py sources, "
         f"at most {DEFAULT_MAX_CHARS:,} characters)",
     )
-    add_flags(train, TrainConfig, TRAIN_FLAGS, given_only=True)
+    add_flags(train, LMTrainConfig, TRAIN_FLAGS, given_only=True)
     train.add_argument(
         "--resume",
         action="store_true",
-        help="continue DIR/checkpoint.pt exactly; only --max-steps, --max-minutes, --eval-every "
-        "and --checkpoint-every may change",
+        help="continue DIR/checkpoint.pt exactly; only --max-steps, --max-minutes, --eval-every, "
+        "--checkpoint-every and --device may change",
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=run_train)

@@ -21,7 +21,7 @@ from cellstate.speech.synthesis import DEFAULT_UTTERANCES, EspeakMissing, synthe
 from cellstate.speech.train import (
     DEFAULT_FORGET_BIAS,
     DEFAULT_MAX_MINUTES,
-    TrainConfig,
+    SpeechTrainConfig,
     build_model,
     load_data,
     load_speech_checkpoint,
@@ -31,7 +31,7 @@ from cellstate.speech.train import train as run_training
 from cellstate.speech.transcribe import transcribe_file
 from cellstate.training.divergence import Diverged
 
-# Every default is TrainConfig's, shown in the help.
+# Every default is SpeechTrainConfig's, shown in the help.
 TRAIN_FLAGS = (
     Flag("data", "corpus folder holding train.csv and test.csv"),
     Flag("out", "run directory"),
@@ -89,7 +89,7 @@ def register(subparsers) -> None:
         "RUN/checkpoint.pt (on SIGINT/SIGTERM too), RUN/metrics.jsonl and RUN/result.json.",
     )
     # SUPPRESS: an option left out is absent, so --resume can tell it from one given.
-    add_flags(train, TrainConfig, TRAIN_FLAGS, given_only=True)
+    add_flags(train, SpeechTrainConfig, TRAIN_FLAGS, given_only=True)
     train.add_argument(
         "--resume",
         action="store_true",

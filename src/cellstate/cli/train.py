@@ -36,8 +36,8 @@ from cellstate.training.config import (
 )
 from cellstate.training.distributed import close_world, init_world
 from cellstate.training.divergence import Diverged
-from cellstate.training.run_dir import check_writable
-from cellstate.training.trainer import RUN_FILES, Result, ResumeError, Trainer
+from cellstate.training.run_dir import RUN_FILES, check_writable, start_fresh
+from cellstate.training.trainer import Result, ResumeError, Trainer
 
 
 def _with_task_defaults(field: str, general: float) -> str:
@@ -171,8 +171,7 @@ def run(args: argparse.Namespace) -> int:
     world = init_world(t.device)
     try:
         if args.force and not args.resume and world.is_main:
-            for name in RUN_FILES:
-                (out / name).unlink(missing_ok=True)
+            start_fresh(out, RUN_FILES)
         try:
             trainer = Trainer(config, out, resume=args.resume, progress=not args.quiet, world=world)
         except (ResumeError, ValueError) as error:

@@ -17,7 +17,7 @@ State = tuple[Tensor, Tensor]  # (h, c), each (L, B, H)
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class CharLMConfig:
     """The model's shape. ``lstm="torch"`` builds the same model on torch.nn.LSTM (the
     comparison baseline); both draw the same initial weights under the same seed."""
 
@@ -42,7 +42,7 @@ class CharLM(nn.Module):
     """Predicts each next character. Dropout (as in Zaremba et al. 2014) acts on the
     embedding, between LSTM layers and before the head."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: CharLMConfig) -> None:
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embed)

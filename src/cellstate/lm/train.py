@@ -1,5 +1,7 @@
 """Training the character model: truncated BPTT over parallel text streams, gradient clipping,
-validation bits per character, atomic checkpoints and an exact resume.
+validation bits per character, atomic checkpoints and an exact resume. LMTrainer says what a
+step, an evaluation and a checkpoint are; the loop is training/step_trainer.py's (shared with
+speech training), the run directory training/run_dir.py's.
 
 Shapes: S stream length, T chunk (seq_len), B batch (streams), V vocabulary, L layers, H hidden.
 """
@@ -8,19 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
-import platform
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
 
-import cellstate
 from cellstate.kernels import dispatch
 from cellstate.lm.corpus import (
     DEFAULT_MAX_CHARS,
@@ -30,21 +27,22 @@ from cellstate.lm.corpus import (
     load_corpus,
     split,
 )
-from cellstate.lm.model import LSTM_KINDS, CharLM, ModelConfig
-from cellstate.training import checkpoint, run_dir
-from cellstate.training.divergence import check_loss
-from cellstate.training.interrupt import GracefulStop
+from cellstate.lm.model import LSTM_KINDS, CharLM, CharLMConfig
+from cellstate.training import checkpoint, step_trainer
+from cellstate.training.step_trainer import StepTrainer
 from cellstate.validation import integer, number, one_of
 
 CHECKPOINT_KIND = "cellstate-lm"
 DEFAULT_MAX_STEPS = 2000
-# What a resumed run may change: when to stop, evaluate and save. Everything else decides the
-# numbers and must match the checkpoint for the resume to be exact.
-RESUMABLE = frozenset({"out", "max_steps", "max_minutes", "eval_every", "checkpoint_every"})
+# What a resumed run may change: when to stop, evaluate and save, and where it runs. Everything
+# else decides the numbers and must match the checkpoint for the resume to be exact.
+RESUMABLE = frozenset(
+    {"out", "max_steps", "max_minutes", "eval_every", "checkpoint_every", "device"}
+)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class LMTrainConfig:
     """A training run. It stops at ``max_steps`` or after ``max_minutes`` of training time
     (evaluation and checkpoint writes excluded, so that budgets compare models fairly),
     whichever comes first; with neither, after DEFAULT_MAX_STEPS. Empty ``texts``: the
@@ -68,6 +66,7 @@ class TrainConfig:
     eval_every: int = 200
     eval_chars: int = 100_000
     checkpoint_every: int = 200
+    device: str = "cpu"  # cpu or cuda[:N]: where the model and its batches live
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "texts", tuple(str(t) for t in self.texts))
@@ -87,22 +86,10 @@ class TrainConfig:
         one_of("model", self.model, LSTM_KINDS)
         number("dropout", self.dropout, at_least=0, below=1)
 
-    def model_config(self, vocab_size: int) -> ModelConfig:
-        return ModelConfig(
+    def model_config(self, vocab_size: int) -> CharLMConfig:
+        return CharLMConfig(
             vocab_size, self.hidden, self.layers, self.embed, self.dropout, lstm=self.model
         )
-
-    def resumed(self, overrides: dict) -> TrainConfig:
-        """This (stored) config with ``overrides`` applied; ValueError if one would change
-        the numbers (anything but where and when to stop, evaluate and save)."""
-        for name, value in overrides.items():
-            current = getattr(self, name)
-            if name not in RESUMABLE and value != current:
-                raise ValueError(
-                    f"--resume: {name} is {current!r} in the checkpoint, not {value!r} "
-                    "(only where and when to stop, evaluate and save may change)"
-                )
-        return dataclasses.replace(self, **overrides)
 
 
 def text_streams(ids: Tensor, batch: int) -> tuple[Tensor, Tensor]:
@@ -140,65 +127,27 @@ def bits_per_char(
     return total / inputs.numel() / math.log(2)
 
 
-class _RunFiles:
-    """The run directory's files."""
-
-    def __init__(self, out: str) -> None:
-        self.dir = Path(out)
-        self.config = self.dir / "config.json"
-        self.checkpoint = self.dir / "checkpoint.pt"
-        self.metrics = self.dir / "metrics.jsonl"
-        self.result = self.dir / "result.json"
-
-    def write_json(self, path: Path, data: dict) -> None:
-        path.write_text(json.dumps(data, indent=2) + "\n")
-
-    def log(self, record: dict) -> None:
-        with self.metrics.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def drop_metrics_after(self, step: int) -> None:
-        """Forget metrics logged after the checkpoint (a crash between the two)."""
-        if self.metrics.exists():
-            records = run_dir.read_jsonl(self.metrics)
-            run_dir.rewrite_jsonl(self.metrics, [r for r in records if r.get("step", 0) <= step])
-
-
 def load_lm_checkpoint(path: str | Path) -> dict:
     """A language-model checkpoint (ValueError for another kind, FileNotFoundError if none)."""
-    state = checkpoint.load(path)
-    if state.get("kind") != CHECKPOINT_KIND:
-        raise ValueError(f"{path} is a cellstate checkpoint, but not a language model's")
-    return state
+    return checkpoint.load_kind(path, CHECKPOINT_KIND, "a language model's")
 
 
 def build_model(state: dict) -> tuple[CharLM, Vocabulary]:
     """The model and vocabulary stored in a language-model checkpoint."""
-    model = CharLM(ModelConfig(**state["model_config"]))
+    model = CharLM(CharLMConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
     return model, Vocabulary(state["vocab"])
 
 
-def prepare(overrides: dict, resume: bool = False) -> tuple[TrainConfig, dict | None]:
+def prepare(overrides: dict, resume: bool = False) -> tuple[LMTrainConfig, dict | None]:
     """The config to run (defaults <- ``overrides``, the fields given explicitly) and the
     checkpoint to resume from (None: a fresh run).
 
     With ``resume`` the checkpoint's config replaces the defaults, and an override that would
     change its numbers is an error. Without it, an existing checkpoint in ``out`` is an error,
-    not overwritten.
+    not overwritten. A ``device`` torch cannot use is an error too.
     """
-    out = overrides.get("out", TrainConfig.out)
-    files = _RunFiles(out)
-    if not resume:
-        if files.checkpoint.exists():
-            raise ValueError(
-                f"{files.checkpoint} exists; pass --resume to continue it or choose another --out"
-            )
-        run_dir.check_writable(out)
-        return TrainConfig(**overrides), None
-    state = load_lm_checkpoint(files.checkpoint)
-    stored = TrainConfig(**state["train_config"])
-    return stored.resumed({**overrides, "out": out}), state
+    return step_trainer.prepare(LMTrainConfig, overrides, resume, RESUMABLE, load_lm_checkpoint)
 
 
 @dataclass(frozen=True)
@@ -215,7 +164,7 @@ class Data:
     val_ids: Tensor
 
 
-def load_data(config: TrainConfig, resume_from: dict | None = None) -> Data:
+def load_data(config: LMTrainConfig, resume_from: dict | None = None) -> Data:
     """Load, split and encode the run's text (CorpusError if it cannot train this config, or
     is not the text ``resume_from`` was trained on)."""
     corpus = load_corpus(config.texts, config.max_chars)
@@ -236,8 +185,121 @@ def load_data(config: TrainConfig, resume_from: dict | None = None) -> Data:
     return Data(corpus, sha, vocab, len(train_text), len(val_text), inputs, targets, val_ids)
 
 
+class LMTrainer(StepTrainer):
+    """Truncated BPTT over the text's B parallel streams: step k trains on chunk k mod
+    (S // T) of every stream, from the state the previous chunk left (detached), and a new
+    pass over the text starts from a zero state."""
+
+    kind = CHECKPOINT_KIND
+
+    def __init__(self, config: LMTrainConfig, data: Data, resume_from: dict | None) -> None:
+        self.device = step_trainer.torch_device(config.device)
+        self.data = data
+        self.inputs = data.inputs.to(self.device)  # (S, B)
+        self.targets = data.targets.to(self.device)  # (S, B)
+        self.val_ids = data.val_ids.to(self.device)
+        self.chunks = len(data.inputs) // config.seq_len
+        self.chars_per_step = config.batch * config.seq_len
+        self.divergence_advice = f"lower --lr ({config.lr:g})"
+        torch.manual_seed(config.seed)
+        self.model_config = config.model_config(len(data.vocab))
+        model = CharLM(self.model_config).to(self.device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        self.state = None  # the streams' carried (h, c), each (L, B, H)
+        super().__init__(config, model, optimizer, resume_from)
+        if resume_from is not None and resume_from["state"] is not None:
+            self.state = tuple(s.to(self.device) for s in resume_from["state"])
+        self.n_params = sum(p.numel() for p in model.parameters())
+
+    def describe(self) -> dict:
+        config, data = self.config, self.data
+        corpus, vocab = data.corpus, data.vocab
+        print(
+            f"corpus: {len(corpus.text):,} characters from {len(corpus.sources)} file(s), "
+            f"vocabulary {len(vocab)}; model: {config.model} LSTM, {self.n_params:,} parameters"
+        )
+        return {
+            "train": dataclasses.asdict(config),
+            "model": self.model_config.to_dict(),
+            "parameters": self.n_params,
+            "corpus": {
+                "characters": len(corpus.text),
+                "train_characters": data.train_chars,
+                "validation_characters": data.val_chars,
+                "evaluated_validation_characters": min(config.eval_chars, len(data.val_ids) - 1),
+                "vocabulary": vocab.chars,
+                "sha256": data.sha256,
+                "sources": list(corpus.sources),
+            },
+        }
+
+    def warm_up(self) -> str:
+        self.model.eval()
+        with torch.no_grad():
+            self.model(self.inputs[:1, :1])  # (1, 1)
+        self.model.train()
+        if self.config.model != "cellstate":
+            return "torch"
+        return dispatch.resolve("auto", self.device, torch.float32)
+
+    def loss(self) -> Tensor:
+        T, k = self.config.seq_len, self.step % self.chunks
+        if k == 0:  # a new pass over the text: its streams start from scratch
+            self.state = None
+        x = self.inputs[k * T : (k + 1) * T]  # (T, B)
+        y = self.targets[k * T : (k + 1) * T]  # (T, B)
+        logits, state = self.model(x, self.state)  # (T, B, V)
+        self.state = (state[0].detach(), state[1].detach())  # truncated BPTT: carry, no backprop
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten())
+
+    def postfix(self, loss: float) -> dict:
+        return {
+            "bpc": f"{loss / math.log(2):.3f}",
+            "chars_s": f"{self.step * self.chars_per_step / self.seconds:,.0f}",
+        }
+
+    def evaluate(self) -> dict:
+        config, (loss_sum, steps) = self.config, self.window
+        return {
+            "step": self.step,
+            "val_bpc": bits_per_char(
+                self.model, self.val_ids, config.batch, config.seq_len, config.eval_chars
+            ),
+            "train_bpc": loss_sum / steps / math.log(2) if steps else None,
+            "train_seconds": self.seconds,
+            "chars_per_second": self._chars_per_second(),
+        }
+
+    def announce(self, record: dict) -> str:
+        return f"step {record['step']}: val bpc {record['val_bpc']:.4f}"
+
+    def checkpoint_entries(self) -> dict:
+        return {
+            "model_config": self.model_config.to_dict(),
+            "vocab": self.data.vocab.chars,
+            "corpus_sha256": self.data.sha256,
+            "state": self.state,
+        }
+
+    def result(self, last: dict) -> dict:
+        return {
+            "val_bpc": last["val_bpc"],
+            "steps": self.step,
+            "chars_per_second": self._chars_per_second(),
+            "train_seconds": self.seconds,
+            "train_characters": self.step * self.chars_per_step,
+            "model": self.config.model,
+            "device": self.config.device,
+            "parameters": self.n_params,
+            "params_sha256": checkpoint.params_sha256(self.model),
+        }
+
+    def _chars_per_second(self) -> float | None:
+        return self.step * self.chars_per_step / self.seconds if self.seconds else None
+
+
 def train(
-    config: TrainConfig,
+    config: LMTrainConfig,
     data: Data,
     resume_from: dict | None = None,
     progress: bool | None = None,
@@ -249,158 +311,4 @@ def train(
 
     ``progress``: show a tqdm bar (None: only on a terminal).
     """
-    files = _RunFiles(config.out)
-    corpus, vocab, val_ids = data.corpus, data.vocab, data.val_ids
-    chunks = len(data.inputs) // config.seq_len
-    torch.manual_seed(config.seed)
-    model_config = config.model_config(len(vocab))
-    model = CharLM(model_config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    step, seconds, state, window = 0, 0.0, None, [0.0, 0]  # window: loss sum, steps
-    chars_per_step = config.batch * config.seq_len
-    if resume_from is not None:
-        model.load_state_dict(resume_from["model"])
-        optimizer.load_state_dict(resume_from["optimizer"])
-        step, seconds, window = resume_from["step"], resume_from["seconds"], resume_from["window"]
-        state = resume_from["state"]
-        checkpoint.restore_rng_state(resume_from["rng"])
-        files.drop_metrics_after(step)
-    else:  # what a run killed before its first checkpoint logged is not this run's
-        run_dir.start_fresh(files.dir, (files.metrics.name, files.result.name))
-
-    files.dir.mkdir(parents=True, exist_ok=True)
-    n_params = sum(p.numel() for p in model.parameters())
-    files.write_json(
-        files.config,
-        {
-            "train": dataclasses.asdict(config),
-            "model": model_config.to_dict(),
-            "parameters": n_params,
-            "corpus": {
-                "characters": len(corpus.text),
-                "train_characters": data.train_chars,
-                "validation_characters": data.val_chars,
-                "evaluated_validation_characters": min(config.eval_chars, len(val_ids) - 1),
-                "vocabulary": vocab.chars,
-                "sha256": data.sha256,
-                "sources": list(corpus.sources),
-            },
-            "versions": {
-                "cellstate": cellstate.__version__,
-                "torch": torch.__version__,
-                "python": platform.python_version(),
-            },
-            "threads": torch.get_num_threads(),
-            "backends": dispatch.backend_status(),
-        },
-    )
-    print(
-        f"corpus: {len(corpus.text):,} characters from {len(corpus.sources)} file(s), "
-        f"vocabulary {len(vocab)}; model: {config.model} LSTM, {n_params:,} parameters"
-    )
-
-    def save() -> None:
-        checkpoint.save_atomic(
-            {
-                "kind": CHECKPOINT_KIND,
-                "model_config": model_config.to_dict(),
-                "vocab": vocab.chars,
-                "train_config": dataclasses.asdict(config),
-                "corpus_sha256": data.sha256,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "step": step,
-                "seconds": seconds,
-                "window": window,
-                "state": state,
-                "rng": checkpoint.rng_state(),
-                "backends": backends,
-            },
-            files.checkpoint,
-        )
-
-    def evaluate() -> dict:
-        record = {
-            "step": step,
-            "val_bpc": bits_per_char(
-                model, val_ids, config.batch, config.seq_len, config.eval_chars
-            ),
-            "train_bpc": window[0] / window[1] / math.log(2) if window[1] else None,
-            "train_seconds": seconds,
-            "chars_per_second": step * chars_per_step / seconds if seconds else None,
-        }
-        files.log(record)
-        window[:] = [0.0, 0]
-        return record
-
-    budget = config.max_minutes * 60 if config.max_minutes is not None else math.inf
-    last_eval = None
-    # Build (or load) the LSTM kernel before the clock starts: compiling is not training. In
-    # evaluation mode nothing draws random numbers, so an exact resume stays exact.
-    model.eval()
-    with torch.no_grad():
-        model(data.inputs[:1, :1])  # (1, 1)
-    model.train()
-    backends = checkpoint.continue_backends(
-        resume_from.get("backends", []) if resume_from is not None else [],
-        dispatch.resolve("auto", "cpu", torch.float32) if config.model == "cellstate" else "torch",
-    )
-    bar = tqdm(
-        total=config.max_steps,
-        initial=step,
-        unit="step",
-        disable=None if progress is None else not progress,
-        dynamic_ncols=True,
-    )
-    with GracefulStop() as stop, bar:
-        while (config.max_steps is None or step < config.max_steps) and seconds < budget:
-            if stop.requested:
-                break
-            start = time.perf_counter()
-            k = step % chunks
-            if k == 0:  # a new pass over the text: its streams start from scratch
-                state = None
-            x = data.inputs[k * config.seq_len : (k + 1) * config.seq_len]  # (T, B)
-            y = data.targets[k * config.seq_len : (k + 1) * config.seq_len]  # (T, B)
-            logits, state = model(x, state)  # (T, B, V)
-            state = (state[0].detach(), state[1].detach())  # truncated BPTT: carry, don't backprop
-            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-            advice = f"lower --lr ({config.lr:g})"
-            check_loss(loss.item(), f"step {step + 1}", files.checkpoint, advice)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-            optimizer.step()
-            seconds += time.perf_counter() - start
-            step += 1
-            window[0] += loss.item()
-            window[1] += 1
-            bar.update(1)
-            bar.set_postfix(
-                bpc=f"{loss.item() / math.log(2):.3f}",
-                chars_s=f"{step * chars_per_step / seconds:,.0f}",
-                refresh=False,
-            )
-            if step % config.eval_every == 0:
-                last_eval = evaluate()
-                bar.write(f"step {step}: val bpc {last_eval['val_bpc']:.4f}")
-            if step % config.checkpoint_every == 0:
-                save()
-        save()
-    if stop.requested:
-        return {"interrupted": stop.signal_name, "steps": step}
-
-    if last_eval is None or last_eval["step"] != step:
-        last_eval = evaluate()
-    result = {
-        "val_bpc": last_eval["val_bpc"],
-        "steps": step,
-        "chars_per_second": step * chars_per_step / seconds if seconds else None,
-        "train_seconds": seconds,
-        "train_characters": step * chars_per_step,
-        "model": config.model,
-        "parameters": n_params,
-        "params_sha256": checkpoint.params_sha256(model),
-    }
-    files.write_json(files.result, result)
-    return result
+    return LMTrainer(config, data, resume_from).run(progress)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from cellstate.report.plots import (
 )
 from cellstate.tasks import FinalStepTask
 from cellstate.training.config import RunConfig
-from cellstate.training.run_dir import RunDirError, read_jsonl
+from cellstate.training.run_dir import RunDir, RunDirError, read_json
 
 REPORT = "report.html"
 FLOW_BATCH = 32
@@ -82,31 +81,20 @@ class Run:
         return self.setting if self.config is None else f"{self.config.model.kind} {self.setting}"
 
 
-def _read_json(path: Path):
-    """The file's JSON, None if there is no file; RunDirError naming it if it is not JSON."""
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise RunDirError(f"{path}: expected JSON, found something else ({error})") from None
-
-
 def _read_run(path: Path, name: str) -> Run:
-    config_data = _read_json(path / "config.json")
-    metrics_path = path / "metrics.jsonl"
-    metrics = read_jsonl(metrics_path) if metrics_path.is_file() else []
+    run = RunDir(path)
+    config_data = read_json(run.config)
     try:
         config = RunConfig.from_dict(config_data) if config_data is not None else None
     except (TypeError, ValueError):  # a config.json of another version: show what else is there
         config = None
-    return Run(name, path, config, metrics, _read_json(path / "result.json"))
+    return Run(name, path, config, run.read_metrics(), read_json(run.result))
 
 
 def find_runs(run_dir: Path) -> list[Run]:
     """The runs of a ``cellstate compare`` directory (in its order), or the run that the
     directory itself is, or the run directories right under it."""
-    compare = _read_json(run_dir / "compare.json")
+    compare = read_json(run_dir / "compare.json")
     if compare is not None:
         return [_read_run(run_dir / r["dir"], r["dir"]) for r in compare.get("runs", [])]
     if (run_dir / "config.json").is_file():
@@ -197,7 +185,7 @@ def _results_table(runs: list[Run]) -> str:
 
 
 def _comparison(run_dir: Path) -> str:
-    summary = _read_json(run_dir / "compare.json")
+    summary = read_json(run_dir / "compare.json")
     if summary is None:
         raise Unavailable(f"no compare.json in {run_dir} (not a cellstate compare directory)")
     parts = [f"<p><strong>{_e(summary.get('verdict', ''))}</strong></p>"]
@@ -226,7 +214,7 @@ def _comparison(run_dir: Path) -> str:
 def _headline(run_dir: Path) -> str:
     """The first screen of a comparison: the claim, the measured answer in one sentence, the
     plot beside them and where the time went. Empty for a directory that is not a comparison."""
-    summary = _read_json(run_dir / "compare.json")
+    summary = read_json(run_dir / "compare.json")
     if summary is None or "answer" not in summary:
         return ""
     timing = f"The runs took {summary['seconds']:.0f} s one after another"

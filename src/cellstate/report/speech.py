@@ -4,7 +4,6 @@ results of every run (RNN beside LSTM)."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from cellstate.speech.ctc import BLANK, greedy_decode
 from cellstate.speech.features import file_features
 from cellstate.speech.manifest import read_manifest
 from cellstate.speech.train import build_model, load_speech_checkpoint
+from cellstate.training.run_dir import RunDir, read_json
 
 TITLE = "Speech: connected digits with CTC"
 INTRO = (
@@ -27,8 +27,8 @@ INTRO = (
 
 
 def is_speech_run(path: Path) -> bool:
-    config = path / "config.json"
-    return config.is_file() and "features" in json.loads(config.read_text())
+    config = read_json(RunDir(path).config)
+    return config is not None and "features" in config
 
 
 def speech_runs(run_dir: Path) -> list[Path]:
@@ -38,14 +38,8 @@ def speech_runs(run_dir: Path) -> list[Path]:
     return sorted(p for p in run_dir.iterdir() if p.is_dir() and is_speech_run(p))
 
 
-def _read_metrics(run: Path) -> list[dict]:
-    path = run / "metrics.jsonl"
-    lines = path.read_text().splitlines() if path.is_file() else []
-    return [json.loads(line) for line in lines if line.strip()]
-
-
 def _kind(run: Path) -> str:
-    return json.loads((run / "config.json").read_text())["train"]["model"]
+    return read_json(RunDir(run).config)["train"]["model"]
 
 
 def wer_figure(runs: list[Path]) -> Figure:
@@ -54,7 +48,7 @@ def wer_figure(runs: list[Path]) -> Figure:
     figure = new_figure(9, 4)
     ax = figure.subplots()
     for run in runs:
-        metrics = _read_metrics(run)
+        metrics = RunDir(run).read_metrics()
         colour = COLOURS.get(_kind(run))
         minutes = [m["train_seconds"] / 60 for m in metrics]
         # A WER of 0 has no place on a log axis: a gap, not a clipped line.
@@ -106,9 +100,8 @@ def alignment_figure(checkpoint: Path, wav: Path, transcript: str) -> Figure:
 def _results(runs: list[Path]) -> str:
     rows = []
     for run in runs:
-        path = run / "result.json"
-        if path.is_file():
-            r = json.loads(path.read_text())
+        r = read_json(RunDir(run).result)
+        if r is not None:
             rows.append(
                 [
                     run.name,
@@ -127,7 +120,7 @@ def _results(runs: list[Path]) -> str:
 
 
 def _curves(runs: list[Path]) -> str:
-    if not any(_read_metrics(run) for run in runs):
+    if not any(RunDir(run).read_metrics() for run in runs):
         raise Unavailable("no metrics.jsonl in any speech run")
     caption = "Word error rate on the held-out voices, clean (solid) and at 10 dB SNR (dashed)."
     return _figure(wer_figure(runs), "word error rate curves", caption)
@@ -139,7 +132,7 @@ def _alignment(runs: list[Path]) -> str:
     if not with_checkpoint:
         raise Unavailable("no checkpoint.pt in any speech run")
     run = min(with_checkpoint, key=lambda r: _kind(r) != "lstm")
-    data = Path(json.loads((run / "config.json").read_text())["train"]["data"])
+    data = Path(read_json(RunDir(run).config)["train"]["data"])
     utterance = read_manifest(data / "test.csv")[0]
     figure = alignment_figure(run / "checkpoint.pt", utterance.path, " ".join(utterance.words))
     caption = f"{run.name} on {utterance.path.name} ({utterance.voice or 'unnamed voice'})."

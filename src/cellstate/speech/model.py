@@ -20,7 +20,7 @@ MODEL_KINDS = ("lstm", "rnn")
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class SpeechModelConfig:
     """``stack`` consecutive feature frames are concatenated into one step (fewer, wider
     steps: a 3x shorter recurrence for the same audio). ``layer_norm``, ``zoneout`` and
     ``forget_bias`` are LSTM variants (cellstate.LSTM's keywords); the RNN takes none."""
@@ -55,7 +55,7 @@ class ModelConfig:
 class SpeechModel(nn.Module):
     """Per-frame CTC log-probabilities for padded feature batches."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: SpeechModelConfig) -> None:
         super().__init__()
         self.config = config
         size = config.mels * config.stack

@@ -2,8 +2,9 @@
 Adam, optional SpecAugment; evaluation by greedy decoding on the held-out voices, clean and
 at 10 dB SNR; atomic checkpoints and an exact resume.
 
-Run directory: config.json, metrics.jsonl (one line per evaluation), checkpoint.pt,
-result.json. Shapes: T frames, B batch, M mel bands, V + 1 labels.
+Run directory (training/run_dir.py): config.json, metrics.jsonl (one line per evaluation),
+checkpoint.pt, result.json. The loop is training/step_trainer.py's, shared with ``lm train``.
+Shapes: T frames, B batch, M mel bands, V + 1 labels.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import dataclasses
 import hashlib
 import math
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,18 +21,15 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-import cellstate
 from cellstate.kernels import dispatch
-from cellstate.lm.train import _RunFiles
 from cellstate.speech.audio import one_thread
 from cellstate.speech.augment import spec_augment
 from cellstate.speech.ctc import Vocabulary, greedy_decode, word_error_rate
 from cellstate.speech.features import FeatureConfig, file_features
 from cellstate.speech.manifest import read_manifest
-from cellstate.speech.model import ModelConfig, SpeechModel
-from cellstate.training import checkpoint, run_dir
-from cellstate.training.divergence import check_loss
-from cellstate.training.interrupt import GracefulStop
+from cellstate.speech.model import SpeechModel, SpeechModelConfig
+from cellstate.training import checkpoint, step_trainer
+from cellstate.training.step_trainer import StepTrainer
 from cellstate.validation import fail, integer, number
 
 CHECKPOINT_KIND = "cellstate-speech"
@@ -48,7 +45,7 @@ RESUMABLE = frozenset(
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class SpeechTrainConfig:
     """A training run on DATA/train.csv, evaluated on DATA/test.csv. It stops at ``max_steps``
     or after ``max_minutes`` of training time (evaluation and checkpoint writes excluded, so
     budgets compare models fairly), whichever comes first; with neither, after
@@ -93,8 +90,8 @@ class TrainConfig:
             fail("device", "cpu or cuda[:N]", self.device)
         self.model_config(2)  # validates the model's fields
 
-    def model_config(self, labels: int) -> ModelConfig:
-        return ModelConfig(
+    def model_config(self, labels: int) -> SpeechModelConfig:
+        return SpeechModelConfig(
             labels,
             FeatureConfig().mels,
             self.model,
@@ -108,18 +105,6 @@ class TrainConfig:
             self.layer_norm,
             self.zoneout,
         )
-
-    def resumed(self, overrides: dict) -> TrainConfig:
-        """This (stored) config with ``overrides`` applied; ValueError if one would change
-        the numbers (anything but where and when to stop, evaluate and save)."""
-        for name, value in overrides.items():
-            current = getattr(self, name)
-            if name not in RESUMABLE and value != current:
-                raise ValueError(
-                    f"--resume: {name} is {current!r} in the checkpoint, not {value!r} "
-                    "(only where and when to stop, evaluate and save may change)"
-                )
-        return dataclasses.replace(self, **overrides)
 
 
 @dataclass
@@ -167,7 +152,7 @@ def _load_split(
     return split
 
 
-def load_data(config: TrainConfig, resume_from: dict | None = None, progress=None) -> Data:
+def load_data(config: SpeechTrainConfig, resume_from: dict | None = None, progress=None) -> Data:
     """Read DATA/train.csv and DATA/test.csv and compute every utterance's features
     (ManifestError, AudioError: which file and what is wrong)."""
     root = Path(config.data)
@@ -221,71 +206,67 @@ def evaluate(model: SpeechModel, split: Split, device: str) -> tuple[float, floa
 
 def load_speech_checkpoint(path: str | Path) -> dict:
     """A speech checkpoint (ValueError for another kind, FileNotFoundError if none)."""
-    state = checkpoint.load(path)
-    if state.get("kind") != CHECKPOINT_KIND:
-        raise ValueError(f"{path} is a cellstate checkpoint, but not a speech model's")
-    return state
+    return checkpoint.load_kind(path, CHECKPOINT_KIND, "a speech model's")
 
 
 def build_model(state: dict) -> tuple[SpeechModel, Vocabulary, FeatureConfig]:
     """The model (in eval mode), vocabulary and feature settings of a speech checkpoint."""
-    model = SpeechModel(ModelConfig(**state["model_config"]))
+    model = SpeechModel(SpeechModelConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
     return model.eval(), Vocabulary(state["vocab"]), FeatureConfig(**state["feature_config"])
 
 
-def prepare(overrides: dict, resume: bool = False) -> tuple[TrainConfig, dict | None]:
+def prepare(overrides: dict, resume: bool = False) -> tuple[SpeechTrainConfig, dict | None]:
     """The config to run (defaults <- ``overrides``) and the checkpoint to resume from (None:
     a fresh run). With ``resume`` the checkpoint's config replaces the defaults and an override
-    that would change its numbers is an error; without it an existing checkpoint is an error."""
-    files = _RunFiles(overrides.get("out", TrainConfig.out))
-    if not resume:
-        if files.checkpoint.exists():
-            raise ValueError(
-                f"{files.checkpoint} exists; pass --resume to continue it or choose another --out"
-            )
-        run_dir.check_writable(files.dir)
-        return TrainConfig(**overrides), None
-    state = load_speech_checkpoint(files.checkpoint)
-    stored = TrainConfig(**state["train_config"])
-    return stored.resumed({**overrides, "out": str(files.dir)}), state
+    that would change its numbers is an error; without it an existing checkpoint is an error.
+    A ``device`` torch cannot use is an error too."""
+    return step_trainer.prepare(
+        SpeechTrainConfig, overrides, resume, RESUMABLE, load_speech_checkpoint
+    )
 
 
-def train(config: TrainConfig, data: Data, resume_from: dict | None = None, progress=None) -> dict:
-    """Run (or continue) training and return the result (also written to result.json).
+class SpeechTrainer(StepTrainer):
+    """CTC on random batches of training utterances (drawn, with the SpecAugment masks, from
+    a generator seeded by the run's seed)."""
 
-    A SIGINT/SIGTERM stops it after the current step with a checkpoint to resume from; the
-    result is then ``{"interrupted": signal name, "steps": ...}`` and result.json is not
-    written. ``progress``: a tqdm bar (None: only on a terminal); each evaluation is printed.
-    """
-    files = _RunFiles(config.out)
-    device = config.device
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    batches = torch.Generator().manual_seed(config.seed)  # batch choice and masks
-    model_config = config.model_config(len(data.vocab))
-    model = SpeechModel(model_config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    ctc = torch.nn.CTCLoss(blank=0)
-    step, seconds, window = 0, 0.0, [0.0, 0]  # window: loss sum, steps since the last eval
-    if resume_from is not None:
-        model.load_state_dict(resume_from["model"])
-        optimizer.load_state_dict(resume_from["optimizer"])
-        step, seconds, window = resume_from["step"], resume_from["seconds"], resume_from["window"]
-        checkpoint.restore_rng_state(resume_from["rng"], {"batches": batches})
-        files.drop_metrics_after(step)
-    else:  # a fresh run: no curve or result of an earlier run in this directory
-        run_dir.start_fresh(files.dir, (files.metrics.name, files.result.name))
-    files.dir.mkdir(parents=True, exist_ok=True)
-    n_params = sum(p.numel() for p in model.parameters())
-    files.write_json(
-        files.config,
-        {
+    kind = CHECKPOINT_KIND
+    divergence_advice = (
+        "lower --lr ({lr:g}); an infinite CTC loss also comes from a transcript "
+        "with more words than its audio has steps"
+    )
+
+    def __init__(self, config: SpeechTrainConfig, data: Data, resume_from: dict | None) -> None:
+        self.device = step_trainer.torch_device(config.device)
+        self.data = data
+        self.divergence_advice = self.divergence_advice.format(lr=config.lr)
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        self.batches = torch.Generator().manual_seed(config.seed)  # batch choice and masks
+        self.model_config = config.model_config(len(data.vocab))
+        model = SpeechModel(self.model_config).to(self.device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        self.ctc = torch.nn.CTCLoss(blank=0)
+        super().__init__(config, model, optimizer, resume_from)
+        self.n_params = sum(p.numel() for p in model.parameters())
+
+    def generators(self) -> dict[str, torch.Generator]:
+        return {"batches": self.batches}
+
+    def describe(self) -> dict:
+        config, data = self.config, self.data
+        print(
+            f"data: {len(data.train.features)} training, {len(data.test.features)} test "
+            f"utterances, vocabulary {' '.join(data.vocab.words)}; model: bidirectional "
+            f"{config.model.upper()}, {self.n_params:,} parameters",
+            flush=True,
+        )
+        return {
             "train": dataclasses.asdict(config),
-            "model": model_config.to_dict(),
+            "model": self.model_config.to_dict(),
             "features": FeatureConfig().to_dict(),
-            "parameters": n_params,
+            "parameters": self.n_params,
             "data": {
                 "train_utterances": len(data.train.features),
                 "test_utterances": len(data.test.features),
@@ -293,123 +274,80 @@ def train(config: TrainConfig, data: Data, resume_from: dict | None = None, prog
                 "manifests_sha256": data.sha256,
                 "feature_seconds": round(data.seconds, 2),
             },
-            "versions": {
-                "cellstate": cellstate.__version__,
-                "torch": torch.__version__,
-                "python": platform.python_version(),
-            },
-            "threads": torch.get_num_threads(),
-            "backends": dispatch.backend_status(),
-        },
-    )
-    print(
-        f"data: {len(data.train.features)} training, {len(data.test.features)} test utterances, "
-        f"vocabulary {' '.join(data.vocab.words)}; model: bidirectional {config.model.upper()}, "
-        f"{n_params:,} parameters",
-        flush=True,
-    )
+        }
 
-    def save() -> None:
-        checkpoint.save_atomic(
-            {
-                "kind": CHECKPOINT_KIND,
-                "model_config": model_config.to_dict(),
-                "feature_config": FeatureConfig().to_dict(),
-                "vocab": list(data.vocab.words),
-                "train_config": dataclasses.asdict(config),
-                "data_sha256": data.sha256,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "step": step,
-                "seconds": seconds,
-                "window": window,
-                "rng": checkpoint.rng_state({"batches": batches}),
-            },
-            files.checkpoint,
-        )
+    def warm_up(self) -> str:
+        test = self.data.test
+        evaluate(self.model, Split(test.features[:1], test.labels[:1]), self.device)
+        return dispatch.resolve("auto", self.device, torch.float32)
 
-    def record() -> dict:
-        wer, accuracy, _ = evaluate(model, data.test, device)
-        wer_noisy, accuracy_noisy, _ = evaluate(model, data.test_noisy, device)
-        entry = {
-            "step": step,
-            "train_loss": window[0] / window[1] if window[1] else None,
+    def loss(self) -> Tensor:
+        config, device = self.config, self.device
+        n_train = len(self.data.train.features)
+        indices = torch.randint(n_train, (config.batch,), generator=self.batches).tolist()
+        features, lengths, targets, target_lengths = batch_of(self.data.train, indices)
+        if config.spec_augment:
+            features = spec_augment(features, lengths, self.batches)
+        log_probs, steps = self.model(features.to(device), lengths.to(device))  # (T', B, V + 1)
+        return self.ctc(log_probs, targets.to(device), steps, target_lengths.to(device))
+
+    def postfix(self, loss: float) -> dict:
+        return {"loss": f"{loss:.3f}", "s": f"{self.seconds:.0f}"}
+
+    def evaluate(self) -> dict:
+        wer, accuracy, _ = evaluate(self.model, self.data.test, self.device)
+        wer_noisy, accuracy_noisy, _ = evaluate(self.model, self.data.test_noisy, self.device)
+        loss_sum, steps = self.window
+        return {
+            "step": self.step,
+            "train_loss": loss_sum / steps if steps else None,
             "wer": wer,
             "accuracy": accuracy,
             "wer_noisy": wer_noisy,
             "accuracy_noisy": accuracy_noisy,
-            "train_seconds": seconds,
+            "train_seconds": self.seconds,
         }
-        files.log(entry)
-        window[:] = [0.0, 0]
-        loss = "-" if entry["train_loss"] is None else f"{entry['train_loss']:.4f}"
-        tqdm.write(
-            f"step {step} ({seconds:.0f} s): loss {loss}, WER {wer:.2%} "
-            f"(strings {accuracy:.1%}), at {NOISY_SNR_DB:g} dB WER {wer_noisy:.2%}"
-        )
-        return entry
 
-    # Build (or load) the recurrent kernel before the clock starts: compiling is not training.
-    # In evaluation mode nothing draws random numbers, so an exact resume stays exact.
-    evaluate(model, Split(data.test.features[:1], data.test.labels[:1]), device)
-    budget = config.max_minutes * 60 if config.max_minutes is not None else math.inf
-    last = None
-    n_train = len(data.train.features)
-    bar = tqdm(
-        total=config.max_steps,
-        initial=step,
-        unit="step",
-        disable=None if progress is None else not progress,
-        dynamic_ncols=True,
-    )
-    with GracefulStop() as stop, bar:
-        while (config.max_steps is None or step < config.max_steps) and seconds < budget:
-            if stop.requested:
-                break
-            start = time.perf_counter()
-            indices = torch.randint(n_train, (config.batch,), generator=batches).tolist()
-            features, lengths, targets, target_lengths = batch_of(data.train, indices)
-            if config.spec_augment:
-                features = spec_augment(features, lengths, batches)
-            log_probs, steps = model(features.to(device), lengths.to(device))  # (T', B, V + 1)
-            loss = ctc(log_probs, targets.to(device), steps, target_lengths.to(device))
-            advice = (
-                f"lower --lr ({config.lr:g}); an infinite CTC loss also comes from a transcript "
-                "with more words than its audio has steps"
-            )
-            check_loss(loss.item(), f"step {step + 1}", files.checkpoint, advice)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-            optimizer.step()
-            seconds += time.perf_counter() - start
-            step += 1
-            window[0] += loss.item()
-            window[1] += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", s=f"{seconds:.0f}", refresh=False)
-            if step % config.eval_every == 0:
-                last = record()
-            if step % config.checkpoint_every == 0:
-                save()
-        save()
-    if stop.requested:
-        return {"interrupted": stop.signal_name, "steps": step}
-    if last is None or last["step"] != step:
-        last = record()
-    result = {
-        "wer": last["wer"],
-        "accuracy": last["accuracy"],
-        "wer_noisy": last["wer_noisy"],
-        "accuracy_noisy": last["accuracy_noisy"],
-        "noisy_snr_db": NOISY_SNR_DB,
-        "steps": step,
-        "seconds": seconds,
-        "stopped_by": "max_steps" if seconds < budget else "max_minutes",
-        "model": config.model,
-        "parameters": n_params,
-        "load_average": list(os.getloadavg()),
-        "params_sha256": checkpoint.params_sha256(model),
-    }
-    files.write_json(files.result, result)
-    return result
+    def announce(self, record: dict) -> str:
+        loss = "-" if record["train_loss"] is None else f"{record['train_loss']:.4f}"
+        return (
+            f"step {record['step']} ({record['train_seconds']:.0f} s): loss {loss}, "
+            f"WER {record['wer']:.2%} (strings {record['accuracy']:.1%}), "
+            f"at {NOISY_SNR_DB:g} dB WER {record['wer_noisy']:.2%}"
+        )
+
+    def checkpoint_entries(self) -> dict:
+        return {
+            "model_config": self.model_config.to_dict(),
+            "feature_config": FeatureConfig().to_dict(),
+            "vocab": list(self.data.vocab.words),
+            "data_sha256": self.data.sha256,
+        }
+
+    def result(self, last: dict) -> dict:
+        return {
+            "wer": last["wer"],
+            "accuracy": last["accuracy"],
+            "wer_noisy": last["wer_noisy"],
+            "accuracy_noisy": last["accuracy_noisy"],
+            "noisy_snr_db": NOISY_SNR_DB,
+            "steps": self.step,
+            "seconds": self.seconds,
+            "stopped_by": "max_steps" if self.seconds < self.budget else "max_minutes",
+            "model": self.config.model,
+            "parameters": self.n_params,
+            "load_average": list(os.getloadavg()),
+            "params_sha256": checkpoint.params_sha256(self.model),
+        }
+
+
+def train(
+    config: SpeechTrainConfig, data: Data, resume_from: dict | None = None, progress=None
+) -> dict:
+    """Run (or continue) training and return the result (also written to result.json).
+
+    A SIGINT/SIGTERM stops it after the current step with a checkpoint to resume from; the
+    result is then ``{"interrupted": signal name, "steps": ...}`` and result.json is not
+    written. ``progress``: a tqdm bar (None: only on a terminal); each evaluation is printed.
+    """
+    return SpeechTrainer(config, data, resume_from).run(progress)

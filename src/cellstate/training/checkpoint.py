@@ -84,13 +84,23 @@ def params_sha256(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def continue_backends(saved: list[str], now: str) -> list[str]:
-    """The backends a run's steps ran on, in order, once the steps from now run on ``now``.
-    Says so on stderr when a resume changes it: the run is then not bit-exact."""
+def continue_backends(saved: list[str], now: str, what: str = "backend") -> list[str]:
+    """The backends (or devices, ``what``) a run's steps ran on, in order, once the steps from
+    now run on ``now``. Says so on stderr when a resume changes it: the run is then not
+    bit-exact."""
     if saved and saved[-1] != now:
         print(
-            f"cellstate: warning: resuming on the {now} backend, but the checkpoint's steps ran "
+            f"cellstate: warning: resuming on the {now} {what}, but the checkpoint's steps ran "
             f"on {saved[-1]}; the run will not be bit-identical to an uninterrupted one",
             file=sys.stderr,
         )
     return saved if saved and saved[-1] == now else [*saved, now]
+
+
+def load_kind(path: str | Path, kind: str, what: str) -> dict:
+    """A checkpoint of ``kind`` (:func:`load`; ValueError for another kind, saying it is not
+    ``what``'s)."""
+    state = load(path)
+    if state.get("kind") != kind:
+        raise ValueError(f"{path} is a cellstate checkpoint, but not {what}")
+    return state

@@ -1,8 +1,8 @@
 """The training loop: full BPTT, gradient-norm clipping, the paper's stopping criteria, a fixed
 held-out test set, atomic checkpoints with a bit-exact resume, and DDP under torchrun.
 
-Files in the run directory (written by rank 0 only): config.json (the resolved RunConfig),
-metrics.jsonl (one line per evaluation), checkpoint.pt, result.json.
+Files in the run directory (training/run_dir.py; written by rank 0 only): config.json (the
+resolved RunConfig), metrics.jsonl (one line per evaluation), checkpoint.pt, result.json.
 
 Example:
     result = Trainer(RunConfig(TaskConfig("adding", 50)), out="runs/a50").run()
@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Iterable
@@ -26,7 +25,7 @@ from tqdm import tqdm
 from cellstate.kernels import dispatch
 from cellstate.tasks import CriterionMonitor, Task
 from cellstate.training import checkpoint as ckpt
-from cellstate.training import memory, run_dir
+from cellstate.training import memory
 from cellstate.training.config import RunConfig
 from cellstate.training.distributed import (
     World,
@@ -39,11 +38,11 @@ from cellstate.training.distributed import (
 from cellstate.training.divergence import check_loss
 from cellstate.training.interrupt import GracefulStop
 from cellstate.training.model import SequenceModel
+from cellstate.training.run_dir import RunDir
 
 # Test inputs are generated in chunks of at most this many floats, so that 2560 sequences of
 # long-lag-distractors at q = 1000 (1004 inputs per step) never sit in memory at once.
 _TEST_CHUNK_FLOATS = 2**24
-RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "result.json", "config.json")
 
 
 class ResumeError(ValueError):
@@ -116,6 +115,7 @@ class Trainer:
         self.config = config
         t = config.training
         self.out = Path(out) if out is not None else None
+        self.run_dir = RunDir(out) if out is not None else None
         self.world = world if world is not None else init_world(t.device)
         self.device = torch.device(f"cuda:{self.world.local_rank}" if t.device == "cuda" else "cpu")
         self.progress = progress and self.world.is_main
@@ -149,11 +149,10 @@ class Trainer:
         """Train until the criterion holds or the budget is spent. Returns None when a signal
         stopped it (a checkpoint was written; `--resume` continues)."""
         t, c = self.config.training, self.counters
-        if self.world.is_main and self.out is not None:
-            self.out.mkdir(parents=True, exist_ok=True)
+        if self.world.is_main and self.run_dir is not None:
             if not self.resumed:
-                run_dir.start_fresh(self.out, RUN_FILES)
-            _write_json(self.out / "config.json", self.config.to_dict())
+                self.run_dir.start_fresh()
+            self.run_dir.write_json(self.run_dir.config, self.config.to_dict())
         dtype = self.model.head.weight.dtype  # builds the kernel here, before the clock starts
         self.backends = ckpt.continue_backends(
             self.backends, dispatch.resolve(self.config.model.backend, self.device, dtype)
@@ -244,7 +243,7 @@ class Trainer:
         check_loss(
             global_loss,
             f"sequence {self.monitor.sequences + t.batch_size:,}",
-            self.out / "checkpoint.pt" if self.out is not None else None,
+            self.run_dir.checkpoint if self.run_dir is not None else None,
             f"lower --lr ({t.lr:g}) or clip gradients (--clip)",
         )
         self.monitor.update(global_loss, correct)
@@ -327,9 +326,8 @@ class Trainer:
         if not final:  # the final evaluation must not change what later lines would say
             c.window = _Window()
         c.last_eval = line
-        if self.world.is_main and self.out is not None:
-            with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(line) + "\n")
+        if self.world.is_main and self.run_dir is not None:
+            self.run_dir.append_metrics(line)
         if bar is not None and self.progress and self.description is None:
             bar.write(
                 f"{self.monitor.sequences:>9} seq  loss {line['train_loss'] or 0:.4f}  "
@@ -361,12 +359,12 @@ class Trainer:
             test_size=t.test_size,
             paper_sequences=self.task.paper_sequences,
         )
-        if self.world.is_main and self.out is not None:
-            _write_json(self.out / "result.json", asdict(result))
+        if self.world.is_main and self.run_dir is not None:
+            self.run_dir.write_json(self.run_dir.result, asdict(result))
         return result
 
     def _save_checkpoint(self) -> None:
-        if not self.world.is_main or self.out is None:
+        if not self.world.is_main or self.run_dir is None:
             return
         state = {
             "config": self.config.to_dict(),
@@ -377,10 +375,10 @@ class Trainer:
             "counters": asdict(self.counters),
             "backends": self.backends,
         }
-        ckpt.save_atomic(state, self.out / "checkpoint.pt")
+        ckpt.save_atomic(state, self.run_dir.checkpoint)
 
     def _resume(self) -> None:
-        path = self.out / "checkpoint.pt" if self.out is not None else None
+        path = self.run_dir.checkpoint if self.run_dir is not None else None
         if path is None or not path.is_file():
             raise ResumeError(f"--resume: no checkpoint in {self.out}")
         state = ckpt.load(path)
@@ -407,7 +405,12 @@ class Trainer:
         if self.counters.stopped == "budget":  # a larger budget continues the run
             self.counters.stopped = None
         if self.world.is_main and self.counters.stopped is None:
-            _truncate_metrics(self.out / "metrics.jsonl", self.monitor.sequences)
+            # Drop the lines a crashed run logged after its last checkpoint (the resume logs them
+            # again) and the final evaluation of a run that stopped at its budget (it goes on).
+            sequences = self.monitor.sequences
+            self.run_dir.truncate_metrics(
+                lambda r: r.get("sequences", math.inf) <= sequences and not r.get("final")
+            )
 
     def _optimizer(self) -> torch.optim.Optimizer:
         t = self.config.training
@@ -428,22 +431,3 @@ def clip_gradients(parameters: Iterable[nn.Parameter], threshold: float) -> floa
 def _get(config: RunConfig, key: str):
     section, name = key.split(".")
     return getattr(getattr(config, section), name)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-
-
-def _truncate_metrics(path: Path, sequences: int) -> None:
-    """Drop the lines a crashed run logged after its last checkpoint (the resume logs them again)
-    and the final evaluation of a run that stopped at its budget (the resume goes on)."""
-    if not path.is_file():
-        return
-    kept = [
-        r
-        for r in run_dir.read_jsonl(path)
-        if r.get("sequences", math.inf) <= sequences and not r.get("final")
-    ]
-    run_dir.rewrite_jsonl(path, kept)
