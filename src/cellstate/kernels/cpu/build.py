@@ -40,6 +40,8 @@ from types import ModuleType
 import torch
 
 SOURCES = ("lstm.cpp", "masks.cpp", "bindings.cpp")
+# The headers lstm.cpp includes: hashed with the sources, so that editing one rebuilds.
+HEADERS = tuple(sorted(path.name for path in Path(__file__).parent.glob("*.h")))
 DEFAULT_BUILD_SECONDS = 60  # what the message says before any build has been timed
 ISA_FLAGS = {
     "AVX512": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"],
@@ -80,7 +82,7 @@ def _cache_root() -> Path:
 
 def _source_hash() -> str:
     digest = hashlib.sha256()
-    for name in SOURCES:
+    for name in SOURCES + HEADERS:
         digest.update((Path(__file__).parent / name).read_bytes())
     digest.update(" ".join(_flags()).encode())
     digest.update(f"{sys.version_info[:2]} {platform.machine()}".encode())
