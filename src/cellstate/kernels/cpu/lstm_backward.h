@@ -27,7 +27,8 @@
 namespace {
 
 // One backward call's inputs, buffers (pointers at row 0; chunk buffers at the chunk's first
-// step) and per-row phases.
+// step) and per-row phases. The phases are the step loop's body cut into named pieces:
+// always_inline, so that they compile as that loop did (g++ would keep the larger ones as calls).
 template <typename T>
 struct LSTMBackward {
   const LSTMShape& s;
@@ -76,7 +77,7 @@ struct LSTMBackward {
   T* hh_scratch = nullptr;  // (B, H): o tanh(c) without a projection
   T* chat = nullptr;        // (B, H): LN_c's xhat
   T* shown = nullptr;       // (B, H): LN_c(c)
-  T* xw_row = nullptr;      // (B, G): W_ih x, then d(W_ih x), with row_input_grads and LN_ih
+  T* xw_row = nullptr;      // (B, G): as xw, per row (row_input_grads)
   const T* ones = nullptr;  // (K B)
   // Results
   T* dx = nullptr;  // (T, B, D), or null
@@ -92,7 +93,8 @@ struct LSTMBackward {
 
   // Step t of the chunk that starts at step s0.
   template <bool FG, bool PEEP, typename Rows>
-  void step(int64_t s0, int64_t t, int64_t b0, int64_t b1, Rows& rows) const {
+  [[gnu::always_inline]] void step(int64_t s0, int64_t t, int64_t b0, int64_t b1,
+                                   Rows& rows) const {
     const int64_t B = s.B, k = t - s0;
     rows(b0, b1, [&](int64_t b) { zoneout_row(t, k, b); });
     if (q.w_hr) schedule.gemm(b0, b1, w_hr, dHn + k * B * s.P, s.P, false, dhh, s.H);
@@ -107,7 +109,7 @@ struct LSTMBackward {
   }
 
   // dh_t (and the output's gradient) through zoneout: into h~_t, and the share kept for h_{t-1}.
-  void zoneout_row(int64_t t, int64_t k, int64_t b) const {
+  [[gnu::always_inline]] void zoneout_row(int64_t t, int64_t k, int64_t b) const {
     const int64_t P = s.P;
     T* dhn = q.w_hr ? dHn + (k * s.B + b) * P : dhh + b * s.H;
     if (!valid(lengths, t, b)) {
@@ -120,7 +122,7 @@ struct LSTMBackward {
 
   // Through o tanh(c) (or its layer norm), the cell and the gates into d a.
   template <bool FG, bool PEEP>
-  void cell_row(int64_t t, int64_t k, int64_t b) const {
+  [[gnu::always_inline]] void cell_row(int64_t t, int64_t k, int64_t b) const {
     const int64_t B = s.B, G = s.G, H = s.H;
     T* da = dA + (k * B + b) * G;
     T* dhw = dHW + (k * B + b) * G;
@@ -151,8 +153,8 @@ struct LSTMBackward {
   }
 
   // Through h~ = o tanh(c), or o tanh(LN(c)): hh, d a_o and dcs (the gradient of c~_t via h).
-  void output_row(int64_t row, int64_t b, const T* a, const T* c_new, T* hh, T* da,
-                  T* dcs_b) const {
+  [[gnu::always_inline]] void output_row(int64_t row, int64_t b, const T* a, const T* c_new,
+                                         T* hh, T* da, T* dcs_b) const {
     const int64_t H = s.H;
     const T* dhh_b = dhh + b * H;
     if (!q.ln_c_w) {
@@ -175,7 +177,8 @@ struct LSTMBackward {
   }
 
   // xw: W_ih x of a row in, d(W_ih x) out, through the input layer norm (dy: the row's d a).
-  void input_layer_norm_backward(int64_t row, const T* da, T* xw_r, T* acc) const {
+  [[gnu::always_inline]] void input_layer_norm_backward(int64_t row, const T* da, T* xw_r,
+                                                        T* acc) const {
     const T* st = stats + row * kStats;
     const RowNorm<T> norm{st[kMeanIH], st[kRstdIH]};
     normalise_row(norm, xw_r, s.G, xw_r);
@@ -183,7 +186,7 @@ struct LSTMBackward {
   }
 
   // With a few input features: dW_ih, db and dx of one row from its d a.
-  void input_row_grads(int64_t row, int64_t b, const T* da) const {
+  [[gnu::always_inline]] void input_row_grads(int64_t row, int64_t b, const T* da) const {
     const int64_t D = s.D, G = s.G;
     T* acc = input_sums->mine();
     const T* x_row = x + row * D;
@@ -204,7 +207,7 @@ struct LSTMBackward {
   }
 
   // dh_{t-1} = W_hh^T d(W_hh h) (masked) + the zoneout share
-  void recurrent_row(int64_t t, int64_t b) const {
+  [[gnu::always_inline]] void recurrent_row(int64_t t, int64_t b) const {
     if (!valid(lengths, t, b)) return;
     const int64_t P = s.P;
     T* __restrict dh_b = dh + b * P;

@@ -37,7 +37,9 @@ struct ForwardWeights {
   }
 };
 
-// One forward call's inputs, buffers (pointers at step 0, row 0) and per-row phases.
+// One forward call's inputs, buffers (pointers at step 0, row 0) and per-row phases. The phases
+// are the step loop's body cut into named pieces: always_inline, so that they compile as that
+// loop did (g++ would keep the larger ones as calls).
 template <typename T, bool FG, bool PEEP>
 struct LSTMForward {
   const LSTMShape& s;
@@ -46,25 +48,25 @@ struct LSTMForward {
   const PackedWeight<T>& w_ih_t;
   const PackedWeight<T>& w_hh_t;
   const PackedWeight<T>& w_hr_t;
-  const T* bias;                 // (G) b_ih + b_hh
-  const Zoneout<T>& zh;          // on h (B, P) per step
-  const Zoneout<T>& zc;          // on c (B, H) per step
-  const T* mask;                 // (B, P) recurrent dropout, or null
-  const int64_t* lengths;        // (B), or null
-  bool save;                     // keep every step's gates, cells and statistics for backward
-  const T* x;                    // (T, B, D)
-  T* gates;                      // (T or 1, B, G): pre-activations, then activated gates
-  T* cells;                      // (T or 1, B, H): c~_t, the cell before zoneout
-  T* c_states;                   // (T, B, H): c_t after zoneout (save with zoneout on c), or null
-  T* ln_hw;                      // (T or 1, B, G): normalised W_hh h, or null
-  T* stats;                      // (T or 1, B, kStats), or null
-  T* records;                    // (5, T, B, H): c, i, f, g, o, or null
-  T* out;                        // (T, B, P)
-  T* h;                          // (B, P): the running state h_{t-1}, then h_t
-  T* c;                          // (B, H): the running state c_{t-1}, then c_t
-  T* h_in;                       // (B, P): h_{t-1} masked (h itself without a mask)
-  T* hh;                         // (B, H): o tanh(c), before the projection
-  T* h_new;                      // (B, P): h~_t, before zoneout (hh itself without projection)
+  const T* bias;           // (G) b_ih + b_hh
+  const Zoneout<T>& zh;    // on h (B, P) per step
+  const Zoneout<T>& zc;    // on c (B, H) per step
+  const T* mask;           // (B, P) recurrent dropout, or null
+  const int64_t* lengths;  // (B), or null
+  bool save;               // keep every step's gates, cells and statistics for backward
+  const T* x;              // (T, B, D)
+  T* gates;                // (T or 1, B, G): pre-activations, then activated gates
+  T* cells;                // (T or 1, B, H): c~_t, the cell before zoneout
+  T* c_states;             // (T, B, H): c_t after zoneout (save, zoneout on c), or null
+  T* ln_hw;                // (T or 1, B, G): normalised W_hh h, or null
+  T* stats;                // (T or 1, B, kStats), or null
+  T* records;              // (5, T, B, H): c, i, f, g, o, or null
+  T* out;                  // (T, B, P)
+  T* h;                    // (B, P): the running state h_{t-1}, then h_t
+  T* c;                    // (B, H): the running state c_{t-1}, then c_t
+  T* h_in;                 // (B, P): h_{t-1} masked (h itself without a mask)
+  T* hh;                   // (B, H): o tanh(c), before the projection
+  T* h_new;                // (B, P): h~_t before zoneout (hh itself without a projection)
 
   // Saved tensors are indexed by step; their single-step scratch versions by step 0.
   int64_t at_step(int64_t t) const { return save ? t : 0; }
@@ -72,7 +74,7 @@ struct LSTMForward {
   T* stats_row(int64_t t, int64_t b) const { return stats + (at_step(t) * s.B + b) * kStats; }
 
   template <typename Rows>
-  void step(int64_t t, int64_t b0, int64_t b1, Rows& rows) const {
+  [[gnu::always_inline]] void step(int64_t t, int64_t b0, int64_t b1, Rows& rows) const {
     const int64_t B = s.B, D = s.D, P = s.P, G = s.G, H = s.H;
     T* a_t = gates_row(t, 0);
     const T* x_t = x + t * B * D;
@@ -104,7 +106,7 @@ struct LSTMForward {
   }
 
   // a = LN(W_ih x) ln_ih
-  void input_layer_norm_row(int64_t t, int64_t b) const {
+  [[gnu::always_inline]] void input_layer_norm_row(int64_t t, int64_t b) const {
     const int64_t G = s.G;
     T* a = gates_row(t, b);
     const RowNorm<T> norm = row_norm(a, G);
@@ -115,7 +117,7 @@ struct LSTMForward {
   }
 
   // a += LN(W_hh h) ln_hh, keeping the normalised W_hh h for backward.
-  void recurrent_layer_norm_row(int64_t t, int64_t b) const {
+  [[gnu::always_inline]] void recurrent_layer_norm_row(int64_t t, int64_t b) const {
     if (!valid(lengths, t, b)) return;
     const int64_t G = s.G;
     T* hw = ln_hw + (at_step(t) * s.B + b) * G;
@@ -129,7 +131,7 @@ struct LSTMForward {
   }
 
   // The gates, c~_t and hh = o tanh(c~_t), or o tanh(LN(c~_t)).
-  void cell_row(int64_t t, int64_t b) const {
+  [[gnu::always_inline]] void cell_row(int64_t t, int64_t b) const {
     const int64_t H = s.H;
     T* hh_b = hh + b * H;
     if (!valid(lengths, t, b)) {
@@ -154,7 +156,7 @@ struct LSTMForward {
   }
 
   // h_t and c_t through zoneout (or kept at a finished sequence's last step), and the output.
-  void state_row(int64_t t, int64_t b) const {
+  [[gnu::always_inline]] void state_row(int64_t t, int64_t b) const {
     const int64_t P = s.P, H = s.H;
     T* out_b = out + (t * s.B + b) * P;
     if (!valid(lengths, t, b)) {
@@ -182,7 +184,7 @@ struct LSTMForward {
   }
 
   // records[:, t, b] = c_t, i, f (1 without a forget gate), g, o; zeros past the end.
-  void record_row(int64_t t, int64_t b) const {
+  [[gnu::always_inline]] void record_row(int64_t t, int64_t b) const {
     const int64_t H = s.H, TBH = s.T * s.B * H;
     const int64_t row = (t * s.B + b) * H;
     T* rec_c = records + row;
