@@ -5,7 +5,8 @@
 // each). exp is Cephes' expf (range reduction by ln 2, degree-6 polynomial, ~1 ulp), rounded
 // once also where its result is denormal; tanh is Cephes' odd polynomial below 0.625 and
 // 1 - 2e / (1 + e), e = exp(-2|x|), above, so that the relative error stays ~1e-7 near 0 too.
-// float64 uses the exact std:: functions.
+// float64 uses the exact std:: functions. All are always_inline: a call in a gate loop would stop
+// its vectorisation (g++ kept tanh as a call in the forward's larger row loops).
 //
 // Saturation is exact: each function returns +-1 (or 0) for precisely the inputs whose correctly
 // rounded value is +-1 (or 0), and a value short of it below (tests/kernels/test_saturation.py
@@ -25,7 +26,7 @@ namespace {
 namespace act {
 
 // exp(x) for x <= 0; 0 below -104 (exp(-104) < 2^-150 rounds to 0).
-inline float exp_nonpositive_f32(float x) {
+[[gnu::always_inline]] inline float exp_nonpositive_f32(float x) {
   x = x < -104.0f ? -104.0f : x;
   // Adding 1.5 * 2^23 rounds x / ln 2 to the nearest integer n, held in the low mantissa bits.
   const float shifted = x * 1.44269504088896341f + 12582912.0f;
@@ -49,7 +50,7 @@ inline float exp_nonpositive_f32(float x) {
   return (p * scale) * 0x1p-64f;
 }
 
-inline float sigmoid(float x) {
+[[gnu::always_inline]] inline float sigmoid(float x) {
   const float ax = x < 0.0f ? -x : x;
   const float e = exp_nonpositive_f32(-ax);
   const float small = e / (1.0f + e);  // sigmoid(-|x|)
@@ -57,7 +58,7 @@ inline float sigmoid(float x) {
   return x >= 0.0f ? large : small;  // NaN: small, which is NaN
 }
 
-inline float tanh(float x) {
+[[gnu::always_inline]] inline float tanh(float x) {
   const float z = x * x;
   float small = -5.70498872745e-3f;
   small = small * z + 2.06390887954e-2f;
@@ -72,12 +73,12 @@ inline float tanh(float x) {
   return ax < 0.625f ? small : signed_large;
 }
 
-inline double sigmoid(double x) {
+[[gnu::always_inline]] inline double sigmoid(double x) {
   const double e = std::exp(-std::fabs(x));
   const double small = e / (1.0 + e);  // sigmoid(-|x|)
   return x >= 0.0 ? 1.0 - small : small;
 }
-inline double tanh(double x) { return std::tanh(x); }
+[[gnu::always_inline]] inline double tanh(double x) { return std::tanh(x); }
 
 }  // namespace act
 

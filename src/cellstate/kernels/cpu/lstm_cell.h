@@ -68,6 +68,9 @@ LSTMParams<T> lstm_params(LSTMTensors& p) {
   return q;
 }
 
+// The per-row functions below are always_inline: they are the bodies of the step loops' row
+// loops, which vectorise only if inlined whole (g++ left some as calls as the loops grew).
+
 // Runs f with compile-time flags for the two variants that change the gate loop itself, so
 // that each combination gets its own branch-free, vectorised loop.
 template <typename F>
@@ -85,6 +88,7 @@ void with_cell(bool forget_gate, bool peephole, F&& f) {
 // One row of the cell: a (G) pre-activations without bias -> activated gates, in place;
 // c_new = f c_prev + i g. bias: b_ih + b_hh (G).
 template <typename T, bool FG, bool PEEP>
+[[gnu::always_inline]]
 inline void cell_forward_row(const LSTMShape& s, const LSTMParams<T>& q, const T* bias,
                              T* __restrict a, const T* __restrict c_prev, T* __restrict c_new) {
   const int64_t H = s.H;
@@ -143,6 +147,7 @@ struct Zoneout {
 // dh_t through zoneout: keep = z dh (to h_{t-1}), dhn = (1 - z) dh (to h~_t); dh includes the
 // output's gradient.
 template <typename T>
+[[gnu::always_inline]]
 inline void zoneout_backward_row(int64_t P, const T* __restrict dh, const T* __restrict dout,
                                  const T* __restrict z, T* __restrict keep, T* __restrict dhn) {
   for (int64_t j = 0; j < P; ++j) {
@@ -155,6 +160,7 @@ inline void zoneout_backward_row(int64_t P, const T* __restrict dh, const T* __r
 // Through h~ = o tanh(c_shown): hh = o tanh(c_shown) (for W_hr's gradient), d a_o, and dcs,
 // the gradient of c_shown.
 template <typename T>
+[[gnu::always_inline]]
 inline void output_backward_row(int64_t H, const T* __restrict c_shown, const T* __restrict o,
                                 const T* __restrict dhh, const T* __restrict drec_o,
                                 T* __restrict hh, T* __restrict da_o, T* __restrict dcs) {
@@ -170,6 +176,7 @@ inline void output_backward_row(int64_t H, const T* __restrict c_shown, const T*
 // Through the cell: dcs is d c~_t via h, dc (in: d c_t, out: d c_{t-1}); writes d a_i, d a_f,
 // d a_g (d a_o is already in da) and accumulates the peephole gradients.
 template <typename T, bool FG, bool PEEP>
+[[gnu::always_inline]]
 inline void gate_backward_row(const LSTMShape& s, const LSTMParams<T>& q, const T* a,
                               const T* __restrict c_prev, const T* __restrict c_new,
                               const T* __restrict dcs, const T* __restrict z,
