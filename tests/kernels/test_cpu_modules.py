@@ -13,6 +13,7 @@ from tests.differential import (
     FLOAT64_BACKEND_WORST,
     assert_modules_match,
     run_with_grads,
+    scaled_tolerance,
     tolerance,
 )
 
@@ -209,22 +210,30 @@ def test_rnn_on_two_threads_matches_reference(two_threads, nonlinearity, hidden)
 
 
 @pytest.mark.parametrize("cls", [cellstate.LSTM, cellstate.RNN])
-def test_large_weights_two_threads_match_reference(cls):
-    """Weights beyond 1 MB switch to the per-step schedule (panels split across threads)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        hidden = 300 if cls is cellstate.LSTM else 600
-        kwargs = {"proj_size": 200, "peephole": True} if cls is cellstate.LSTM else {}
-        reference = cls(3, hidden, backend="reference", dtype=torch.float64, **kwargs)
-        ours = cls(3, hidden, backend="cpu", dtype=torch.float64, **kwargs)
-        ours.load_state_dict(reference.state_dict())
-        x = pack_padded_sequence(
-            torch.randn(4, 3, 3, dtype=torch.float64), torch.tensor([4, 1, 3]), enforce_sorted=False
+def test_large_weights_split_panels_across_threads(two_threads, cls):
+    """Weights beyond 1 MB switch to the per-step schedule, where each step's GEMMs split the
+    packed weights' column panels across threads (Schedule::gemm, and Schedule::gemm_sum for
+    the two projections of the LSTM). Only float32 weights are packed (float64 runs one GEMM per
+    step), so this runs float32, with every weight packed (16 inputs or more) and the recurrent
+    ones above 2^18 values (LSTM: 1200 x (16 + 220) forward, 1200 x 220 backward; RNN: 600^2)."""
+    hidden = 300 if cls is cellstate.LSTM else 600
+    kwargs = {"proj_size": 220, "peephole": True} if cls is cellstate.LSTM else {}
+    ours = cls(16, hidden, backend="cpu", **kwargs)
+    reference = cls(16, hidden, backend="reference", dtype=torch.float64, **kwargs)
+    reference.load_state_dict(ours.state_dict())
+    x = pack_padded_sequence(torch.randn(4, 3, 16), torch.tensor([4, 1, 3]), enforce_sorted=False)
+    results = {}
+    for module, inputs in ((ours, x), (reference, x.to(torch.float64))):
+        outputs, input_grads = run_with_grads(module, (inputs,))
+        param_grads = [(f"grad {n}", p.grad) for n, p in module.named_parameters()]
+        results[module] = outputs + input_grads + param_grads
+    for (name, got), (_, expected) in zip(results[ours], results[reference], strict=True):
+        torch.testing.assert_close(
+            got.double(),
+            expected,
+            **scaled_tolerance(torch.float32, expected),
+            msg=lambda message, name=name: f"{name}: {message}",
         )
-        assert assert_modules_match(ours, reference, x) < FLOAT64_BACKEND_WORST
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_float32_large_hidden_close_to_float64():

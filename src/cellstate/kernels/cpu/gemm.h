@@ -1,0 +1,259 @@
+// Dense products for the CPU kernels (part of lstm.cpp's translation unit, so that the small
+// ones inline into the step loops): gemm() on row-major operands, which picks a plain loop, a
+// narrow-product path or BLAS by shape, and PackedWeight, a weight packed once per call into
+// column panels for the per-step recurrent products (oneDNN's brgemm, float32).
+
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/native/CPUBlas.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+using at::Tensor;
+
+extern "C" {
+// The BLAS linked into libtorch_cpu (MKL on x86 wheels), Fortran interface. Weak, so that a
+// torch build that does not export them still loads this library: gemm() then uses ATen.
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*,
+            const float*, const int*, const float*, const int*, const float*, float*,
+            const int*) __attribute__((weak));
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
+            const double*, const int*, const double*, const int*, const double*, double*,
+            const int*) __attribute__((weak));
+}
+
+namespace {
+
+// ---- GEMM ---------------------------------------------------------------------------------
+
+inline bool blas_gemm(char ta, char tb, int m, int n, int k, float alpha, const float* a, int lda,
+                      const float* b, int ldb, float beta, float* c, int ldc) {
+  if (!sgemm_) return false;
+  sgemm_(&ta, &tb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc);
+  return true;
+}
+
+inline bool blas_gemm(char ta, char tb, int m, int n, int k, double alpha, const double* a,
+                      int lda, const double* b, int ldb, double beta, double* c, int ldc) {
+  if (!dgemm_) return false;
+  dgemm_(&ta, &tb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc);
+  return true;
+}
+
+// Below this many multiply-adds a plain loop beats a BLAS call's fixed cost (the B = 1, small H
+// regime, where the per-step overhead is the whole cost).
+constexpr int64_t kSmallGemm = 8192;
+// Products with fewer output columns or a shorter depth than this (a few input features, a
+// bias) are a handful of vectorised passes over the big operand: BLAS runs them on a slow path,
+// and a micro-kernel call per weight panel costs more than the work.
+constexpr int64_t kNarrow = 16;
+
+// sum_j term(j) for j < n in 16 interleaved partial sums, so that the compiler vectorises it
+// without -ffast-math (a single running sum fixes the order of additions).
+template <typename T, typename Term>
+inline T lane_sum(int64_t n, Term term) {
+  constexpr int64_t L = 16;
+  T acc[L] = {};
+  int64_t j = 0;
+  for (; j + L <= n; j += L) {
+    for (int64_t l = 0; l < L; ++l) acc[l] += term(j + l);
+  }
+  T sum = 0;
+  for (; j < n; ++j) sum += term(j);
+  for (int64_t l = 0; l < L; ++l) sum += acc[l];
+  return sum;
+}
+
+template <typename T>
+inline T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
+  return lane_sum<T>(n, [&](int64_t j) { return a[j] * b[j]; });
+}
+
+// y += alpha x over n values.
+template <typename T>
+inline void axpy(int64_t n, T alpha, const T* __restrict x, T* __restrict y) {
+  for (int64_t j = 0; j < n; ++j) y[j] += alpha * x[j];
+}
+
+// Row-major C (m, n) = A (m, k) B (k, n) + beta C as k vectorised row updates per row: what a
+// small k (a few input features) or a tiny product costs least as.
+template <typename T>
+void row_updates(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b,
+                 int64_t ldb, T beta, T* c, int64_t ldc) {
+  for (int64_t r = 0; r < m; ++r) {
+    T* cr = c + r * ldc;
+    if (beta == T(0)) {
+      std::fill(cr, cr + n, T(0));
+    } else if (beta != T(1)) {
+      for (int64_t j = 0; j < n; ++j) cr[j] *= beta;
+    }
+    for (int64_t p = 0; p < k; ++p) axpy(n, a[r * lda + p], b + p * ldb, cr);
+  }
+}
+
+// Row-major C (m, n) = alpha op(A) op(B) + beta C for narrow n or k (< kNarrow), the shapes of
+// a few input features: A^T B (their weight gradients, bias gradients: a column block of A per
+// thread), A B with narrow n (their gradient: one dot product per output) and A B with narrow k
+// (their projection: a few row updates per row). False for any other shape.
+template <typename T>
+bool narrow_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha,
+                 const T* a, int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  if (trans_b || (n >= kNarrow && (k >= kNarrow || trans_a || alpha != T(1)))) return false;
+  if (n >= kNarrow) {  // narrow k
+    at::parallel_for(0, m, 16, [&](int64_t r0, int64_t r1) {
+      row_updates(r1 - r0, n, k, a + r0 * lda, lda, b, ldb, beta, c + r0 * ldc, ldc);
+    });
+    return true;
+  }
+  auto store = [&](T* out, T value) { *out = alpha * value + (beta == T(0) ? T(0) : beta * *out); };
+  if (trans_a) {  // A is stored (k, m)
+    at::parallel_for(0, m, 256, [&](int64_t i0, int64_t i1) {
+      const int64_t w = i1 - i0;
+      std::vector<T> acc(size_t(n * w), T(0));
+      for (int64_t p = 0; p < k; ++p) {
+        const T* __restrict ap = a + p * lda + i0;
+        for (int64_t j = 0; j < n; ++j) {
+          const T bv = b[p * ldb + j];
+          T* __restrict accj = acc.data() + j * w;
+          for (int64_t i = 0; i < w; ++i) accj[i] += bv * ap[i];
+        }
+      }
+      for (int64_t i = 0; i < w; ++i) {
+        for (int64_t j = 0; j < n; ++j) store(c + (i0 + i) * ldc + j, acc[size_t(j * w + i)]);
+      }
+    });
+    return true;
+  }
+  std::vector<T> b_t(size_t(n * k));  // B's columns as contiguous rows
+  for (int64_t p = 0; p < k; ++p) {
+    for (int64_t j = 0; j < n; ++j) b_t[size_t(j * k + p)] = b[p * ldb + j];
+  }
+  at::parallel_for(0, m, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t j = 0; j < n; ++j) {
+        store(c + r * ldc + j, dot(a + r * lda, &b_t[size_t(j * k)], k));
+      }
+    }
+  });
+  return true;
+}
+// Row-major C (m, n) = alpha op(A) op(B) + beta C; beta = 0 overwrites C.
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+          int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  if (m == 0 || n == 0 || (k == 0 && beta == T(1))) return;
+  if (!trans_a && !trans_b && alpha == T(1) && m * n * k <= kSmallGemm) {
+    row_updates(m, n, k, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  if (narrow_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
+  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
+  if (blas_gemm(trans_b ? 'T' : 'N', trans_a ? 'T' : 'N', int(n), int(m), int(k), alpha, b,
+                int(ldb), a, int(lda), beta, c, int(ldc))) {
+    return;
+  }
+  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  auto view = [&](const T* data, int64_t rows, int64_t cols, int64_t ld, bool trans) {
+    Tensor t = at::from_blob(const_cast<T*>(data), {trans ? cols : rows, trans ? rows : cols},
+                             {ld, 1}, options);
+    return trans ? t.t() : t;
+  };
+  Tensor out = at::from_blob(c, {m, n}, {ldc, 1}, options);
+  out.addmm_(view(a, m, k, lda, trans_a), view(b, k, n, ldb, trans_b), beta, alpha);
+}
+
+// ---- per-step GEMMs on packed weights ------------------------------------------------------
+// The recurrent GEMMs multiply a few rows by the same weight at every step. For float32 they go
+// to oneDNN's JIT brgemm micro-kernel on a copy of the weight packed once per call into column
+// panels [N / kPanel][K][kPanel] (the last one narrower): each panel is contiguous and small
+// enough to stay in cache, which on this class of machine runs at ~100 GFLOP/s per core where
+// MKL's sgemm (re-packing the weight on every call) reaches 60-90.
+
+constexpr int64_t kPanel = 64;
+// Deeper products are summed in slices of this many rows of a panel (256 KB): a whole 4096-deep
+// panel (1 MB) falls out of L2 between the micro-kernel's passes over the rows of A (measured on
+// M = 32, K = 4096: 154 GFLOP/s on 2 cores in one call per panel, 211 in 1024-deep slices).
+constexpr int64_t kDepth = 1024;
+
+#ifdef CPUBLAS_BRGEMM_F32F32F32
+// Whether this torch build and CPU can run the f32 brgemm (it throws where oneDNN's ukernel is
+// unavailable): probed once, on a 1 x 1 x 1 product.
+bool brgemm_works() {
+  static const bool works = [] {
+    try {
+      const float a = 2.0f, b = 3.0f;
+      float c = 1.0f;
+      at::native::cpublas::brgemm(1, 1, 1, 1, 1, 1, true, &a, &b, &c, false);
+      return c == 7.0f;
+    } catch (...) {
+      return false;
+    }
+  }();
+  return works;
+}
+#endif
+
+// A right operand B (K, N), fixed across steps; packed into panels when brgemm runs it.
+template <typename T>
+struct PackedWeight {
+  const T* b;  // row-major (K, N)
+  int64_t K, N;
+  Tensor panels_storage;  // undefined: plain gemm() on b
+
+  PackedWeight() : b(nullptr), K(0), N(0) {}
+  // rows: the largest row count it will be multiplied with (tiny products skip the packing).
+  PackedWeight(const Tensor& weight, int64_t rows)
+      : b(weight.data_ptr<T>()), K(weight.size(0)), N(weight.size(1)) {
+#ifdef CPUBLAS_BRGEMM_F32F32F32
+    if (!std::is_same_v<T, float> || rows * K * N <= kSmallGemm || K < kNarrow ||
+        !brgemm_works()) {
+      return;
+    }
+    panels_storage = at::empty({K * N}, weight.options());
+    T* out = panels_storage.data_ptr<T>();
+    for (int64_t n0 = 0; n0 < N; n0 += kPanel) {
+      const int64_t width = std::min(kPanel, N - n0);
+      for (int64_t k = 0; k < K; ++k) {
+        std::copy(b + k * N + n0, b + k * N + n0 + width, out + n0 * K + k * width);
+      }
+    }
+#endif
+  }
+  int64_t panels() const { return panels_storage.defined() ? (N + kPanel - 1) / kPanel : 1; }
+
+  // C (m, N) (+)= A (m, K) B over panels [p0, p1) (all of C without packing).
+  void multiply(int64_t m, int64_t p0, int64_t p1, const T* a, int64_t lda, bool add, T* c,
+                int64_t ldc) const {
+    if (m == 0) return;
+    if (!panels_storage.defined() && K < kNarrow) {
+      row_updates(m, N, K, a, lda, b, N, add ? T(1) : T(0), c, ldc);
+      return;
+    }
+    if (!panels_storage.defined()) {
+      gemm<T>(false, false, m, N, K, T(1), a, lda, b, N, add ? T(1) : T(0), c, ldc);
+      return;
+    }
+#ifdef CPUBLAS_BRGEMM_F32F32F32
+    if constexpr (std::is_same_v<T, float>) {
+      const float* packed = panels_storage.data_ptr<float>();
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t n0 = p * kPanel, width = std::min(kPanel, N - n0);
+        for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
+          at::native::cpublas::brgemm(m, width, std::min(kDepth, K - k0), lda, width, ldc,
+                                      add || k0 > 0, a + k0, packed + n0 * K + k0 * width,
+                                      c + n0, false);
+        }
+      }
+    }
+#endif
+  }
+};
+
+}  // namespace
