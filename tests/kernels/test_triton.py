@@ -6,32 +6,25 @@ gradcheck of the driver, bit-identical gradients run to run, the custom ops' reg
 runs each kernel launch in numpy (a few ms each)."""
 
 import json
-import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-pytest.importorskip("triton", reason="triton is not installed: the Triton backend is untested")
-if os.environ["TRITON_INTERPRET"] != "1":
-    pytest.skip("TRITON_INTERPRET is set to something else than 1", allow_module_level=True)
-
-from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
-
-import cellstate  # noqa: E402
-from cellstate.cli.main import main  # noqa: E402
-from cellstate.kernels import dispatch, reference  # noqa: E402
-from cellstate.kernels.params import LSTMLayerParams, StepNoise  # noqa: E402
-from cellstate.kernels.triton import backend as triton_backend  # noqa: E402
-from cellstate.kernels.triton import runtime as triton_runtime  # noqa: E402
-from tests.differential import (  # noqa: E402
+import cellstate
+import tests.kernels.triton_interpreter  # noqa: F401 (sets TRITON_INTERPRET=1, or skips)
+from cellstate.cli.main import main
+from cellstate.kernels import dispatch, reference
+from cellstate.kernels.params import LSTMLayerParams, StepNoise
+from cellstate.kernels.triton import backend as triton_backend
+from cellstate.kernels.triton import runtime as triton_runtime
+from tests.differential import (
     FLOAT64_BACKEND_WORST,
     FLOAT64_KERNEL,
     FLOAT64_SAME_KERNEL,
     assert_modules_match,
 )
-from tests.kernels.test_cpu_modules import (  # noqa: E402
+from tests.kernels.test_cpu_modules import (
     FORMS,
     LSTM_VARIANTS,
     SameNoise,

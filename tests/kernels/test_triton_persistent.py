@@ -12,21 +12,16 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import pytest
+import torch
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-pytest.importorskip("triton", reason="triton is not installed: the Triton backend is untested")
-if os.environ["TRITON_INTERPRET"] != "1":
-    pytest.skip("TRITON_INTERPRET is set to something else than 1", allow_module_level=True)
-
-import cellstate  # noqa: E402
-from cellstate.kernels import reference  # noqa: E402
-from cellstate.kernels.triton import backend as triton_backend  # noqa: E402
-from cellstate.kernels.triton import lstm_ops, persistent_ops  # noqa: E402
-from tests.kernels.test_cpu_modules import LSTM_VARIANTS  # noqa: E402
-from tests.kernels.test_triton import (  # noqa: E402
+import cellstate
+import tests.kernels.triton_interpreter  # noqa: F401 (sets TRITON_INTERPRET=1, or skips)
+from cellstate.kernels import reference
+from cellstate.kernels.triton import backend as triton_backend
+from cellstate.kernels.triton import lstm_ops, persistent_ops
+from tests.kernels.test_cpu_modules import LSTM_VARIANTS
+from tests.kernels.test_triton import (
     H,
     _check,
     _everything,
@@ -34,7 +29,7 @@ from tests.kernels.test_triton import (  # noqa: E402
     _layer_results,
     _pair,
 )
-from tests.kernels.test_triton import (  # noqa: E402
+from tests.kernels.test_triton import (
     test_16_bit_is_as_close_to_float64_as_the_16_bit_reference as check_16_bit,
 )
 
