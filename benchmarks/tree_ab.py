@@ -7,8 +7,9 @@ side and the kernel's calling convention must be the same in both builds).
     python benchmarks/tree_ab.py /tmp/old . --rounds 7
 
 "A" is the first tree, "B" the second; each subprocess runs with PYTHONPATH=<tree>/src, builds
-(or loads) that tree's kernel, warms up, and reports the median of --repeats calls per shape and
-mode. Prints the median over rounds of each and B / A per shape.
+(or loads) that tree's kernel, warms up (5 calls), and reports the median of --repeats calls
+(more for small shapes: at least 0.5 s of them) per shape and mode. Prints the median over rounds
+of each and B / A per shape.
 """
 
 import argparse
@@ -34,7 +35,8 @@ for T, B, D, H in shapes:
     for train in (True, False):
         x = torch.randn(T, B, D, requires_grad=train)
         times = []
-        for k in range(repeats + 2):  # two warm-ups
+        k = 0
+        while k < repeats + 5 or sum(times) < 0.5:  # 5 warm-ups; small shapes: >= 0.5 s timed
             start = time.perf_counter()
             if train:
                 out, _ = lstm(x)
@@ -42,8 +44,9 @@ for T, B, D, H in shapes:
             else:
                 with torch.no_grad():
                     lstm(x)
-            if k >= 2:
+            if k >= 5:
                 times.append(time.perf_counter() - start)
+            k += 1
         results[f"{T}x{B}x{D}x{H} {'train' if train else 'infer'}"] = statistics.median(times)
 print(json.dumps(results))
 """
