@@ -29,17 +29,22 @@ def _load(path: Path):
     return module
 
 
-def _time(shape: tuple[int, int, int, int], train: bool) -> float:
-    T, B, D, H = shape
-    lstm = cellstate.LSTM(D, H, backend="cpu")
-    x = torch.randn(T, B, D, requires_grad=train)
-    start = time.perf_counter()
+def call(lstm: torch.nn.Module, x: torch.Tensor, train: bool) -> None:
+    """One timed call: forward + backward of the output's sum, or inference."""
     if train:
         out, _ = lstm(x)
         out.sum().backward()
     else:
         with torch.no_grad():
             lstm(x)
+
+
+def _time(shape: tuple[int, int, int, int], train: bool) -> float:
+    T, B, D, H = shape
+    lstm = cellstate.LSTM(D, H, backend="cpu")
+    x = torch.randn(T, B, D, requires_grad=train)
+    start = time.perf_counter()
+    call(lstm, x, train)
     return (time.perf_counter() - start) * 1e3
 
 

@@ -27,6 +27,8 @@ _CHILD = r"""
 import json, statistics, sys, time
 import torch
 import cellstate
+sys.path.insert(0, sys.argv[3])
+from kernel_ab import call
 torch.manual_seed(0)
 shapes, repeats = json.loads(sys.argv[1]), int(sys.argv[2])
 results = {}
@@ -38,12 +40,7 @@ for T, B, D, H in shapes:
         k = 0
         while k < repeats + 5 or sum(times) < 0.5:  # 5 warm-ups; small shapes: >= 0.5 s timed
             start = time.perf_counter()
-            if train:
-                out, _ = lstm(x)
-                out.sum().backward()
-            else:
-                with torch.no_grad():
-                    lstm(x)
+            call(lstm, x, train)
             if k >= 5:
                 times.append(time.perf_counter() - start)
             k += 1
@@ -55,7 +52,14 @@ print(json.dumps(results))
 def _run(tree: Path, shapes, repeats: int, threads: int) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(tree / "src"), OMP_NUM_THREADS=str(threads))
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, json.dumps(shapes), str(repeats)],
+        [
+            sys.executable,
+            "-c",
+            _CHILD,
+            json.dumps(shapes),
+            str(repeats),
+            str(Path(__file__).parent),
+        ],
         env=env,
         capture_output=True,
         text=True,
