@@ -75,6 +75,18 @@ def add_flags(
         )
 
 
+def add_step_run_flags(parser: argparse.ArgumentParser, run: str) -> None:
+    """``--resume`` and ``--no-progress`` of the step-trained commands (lm train, speech train);
+    ``run`` is how their help names the run directory."""
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"continue {run}/checkpoint.pt exactly; only --max-steps, --max-minutes, "
+        "--eval-every, --checkpoint-every and --device may change",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def flag_values(args: argparse.Namespace, flags: tuple[Flag, ...]) -> dict:
     """``{field: value}`` of the flags in ``args`` (with ``given_only``, of those given)."""
     return {flag.field: getattr(args, flag.dest) for flag in flags if flag.dest in args}

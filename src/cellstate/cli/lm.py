@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from cellstate.cli.errors import print_usage, usage_error
-from cellstate.cli.flags import Flag, add_flags, flag_values
+from cellstate.cli.flags import Flag, add_flags, add_step_run_flags, flag_values
 from cellstate.lm.corpus import DEFAULT_MAX_CHARS
 from cellstate.lm.sample import SampleConfig, sample, start_text
 from cellstate.lm.train import (
@@ -81,13 +81,7 @@ def register(subparsers) -> None:
         f"at most {DEFAULT_MAX_CHARS:,} characters)",
     )
     add_flags(train, LMTrainConfig, TRAIN_FLAGS, given_only=True)
-    train.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue DIR/checkpoint.pt exactly; only --max-steps, --max-minutes, --eval-every, "
-        "--checkpoint-every and --device may change",
-    )
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_step_run_flags(train, "DIR")
     train.set_defaults(func=run_train)
 
     sample_parser = commands.add_parser(

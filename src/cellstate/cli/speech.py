@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from cellstate.cli.errors import print_usage, usage_error
-from cellstate.cli.flags import Flag, add_flags, flag_values
+from cellstate.cli.flags import Flag, add_flags, add_step_run_flags, flag_values
 from cellstate.speech.audio import AudioError
 from cellstate.speech.synthesis import DEFAULT_UTTERANCES, EspeakMissing, synthesise
 from cellstate.speech.train import (
@@ -90,13 +90,7 @@ def register(subparsers) -> None:
     )
     # SUPPRESS: an option left out is absent, so --resume can tell it from one given.
     add_flags(train, SpeechTrainConfig, TRAIN_FLAGS, given_only=True)
-    train.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue RUN/checkpoint.pt exactly; only --max-steps, --max-minutes, --eval-every, "
-        "--checkpoint-every and --device may change",
-    )
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_step_run_flags(train, "RUN")
     train.set_defaults(func=run_train)
 
     transcribe = commands.add_parser(
