@@ -5,10 +5,13 @@
 forget-bias and chrono init, zoneout, recurrent dropout, every step's states).
 """
 
+from cellstate.export import onnx_registration
 from cellstate.layers.lstm import LSTM
 from cellstate.layers.rnn import RNN
 from cellstate.layers.states import RecurrentStates
 from cellstate.serialization import safe_globals
+
+onnx_registration.install()  # a plain torch.onnx.export finds the layers' translations
 
 __version__ = "0.1.0"
 

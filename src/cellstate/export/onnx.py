@@ -2,13 +2,14 @@
 
 Usage (dynamic T and B; every variant in evaluation mode)::
 
-    import cellstate.export.onnx
-
     torch.onnx.export(
-        model.eval(), (x,), "model.onnx", dynamo=True,
-        custom_translation_table=cellstate.export.onnx.translation_table(),
-        dynamic_shapes=({0: "T", 1: "B"},),
+        model.eval(), (x,), "model.onnx", dynamo=True, dynamic_shapes=({0: "T", 1: "B"},)
     )
+
+No table to pass: ``register`` puts the translations in onnxscript's torchlib registry, where
+the exporter looks for every op's translation, and ``import cellstate`` arranges for it to run
+when that registry is imported (``export/onnx_registration.py``). ``translation_table()`` gives
+the same translations as a ``custom_translation_table``.
 
 Each layer-direction is one ``cellstate::lstm_forward`` / ``cellstate::rnn_forward`` node in the
 exported program (a reverse direction's time reversal is ordinary torch ops around it). It
@@ -37,11 +38,25 @@ Value = ir.Value
 
 
 def translation_table() -> dict[Callable, Callable]:
-    """``custom_translation_table`` for ``torch.onnx.export(..., dynamo=True)``."""
+    """``custom_translation_table`` for ``torch.onnx.export(..., dynamo=True)`` (optional: the
+    exporter finds the same translations without it, see ``register``)."""
     return {
         cpu.lstm_forward._opoverload: _lstm_forward,
         cpu.rnn_forward._opoverload: _rnn_forward,
     }
+
+
+def register() -> None:
+    """Register the translations in onnxscript's torchlib registry, from which
+    ``torch.onnx.export(..., dynamo=True)`` builds its table of translations, as torchlib
+    registers aten's. Idempotent. Run when that registry is first imported
+    (``onnx_registration``), which is why it is imported here and not above."""
+    from onnxscript.function_libs.torch_lib import registration
+
+    for target, translation in translation_table().items():
+        name = target._schema.name  # "cellstate::lstm_forward"
+        if name not in registration.default_registry:
+            registration.torch_op(name, trace_only=True)(translation)
 
 
 # ---- the graph builders ----------------------------------------------------------------
