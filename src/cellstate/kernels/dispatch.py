@@ -87,9 +87,7 @@ def resolve(backend: str, device: torch.device | str, dtype: torch.dtype) -> str
 LEGACY_ONNX_ERROR = (
     "torch.onnx.export(..., dynamo=False) cannot export cellstate layers (its TorchScript "
     "tracer has no translation for cellstate's kernel ops); use the default exporter: "
-    "torch.onnx.export(model, args, dynamo=True, "
-    "custom_translation_table=cellstate.export.onnx.translation_table()) "
-    "(see docs/compatibility.md)"
+    "torch.onnx.export(model, args, dynamo=True) (see docs/compatibility.md)"
 )
 
 
