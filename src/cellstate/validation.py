@@ -56,6 +56,13 @@ def one_of(name: str, value: object, choices: Collection) -> None:
         fail(name, f"one of {', '.join(map(str, choices))}", value)
 
 
+def time_steps(name: str, shape: tuple[int, ...], time_dim: int) -> None:
+    """A sequence input of this shape has at least one time step along ``time_dim``
+    (torch.nn.LSTM refuses T = 0 too)."""
+    if shape[time_dim] < 1:
+        fail(name, f"a sequence of at least one time step (dimension {time_dim})", shape)
+
+
 def _number_expected(above: float | None, at_least: float | None, below: float | None) -> str:
     if (above, at_least, below) == (0, None, None):
         return "a positive number"

@@ -69,3 +69,22 @@ def test_initial_state_of_another_dtype_is_rejected():
 def test_hx_must_be_a_pair():
     with pytest.raises(TypeError, match="tuple"):
         cellstate.LSTM(3, 5)(torch.randn(4, 2, 3), torch.zeros(1, 2, 5))
+
+
+@pytest.mark.parametrize("backend", ["auto", "reference", "cpu", "triton"])
+@pytest.mark.parametrize("cls", (cellstate.LSTM, cellstate.RNN))
+def test_input_without_time_steps_raises_value_error_on_every_backend(cls, backend):
+    """T = 0 (torch.nn.LSTM refuses it too): one ValueError naming the input and its time
+    dimension, before any backend runs (they failed with IndexError, or "stack expects a
+    non-empty TensorList")."""
+    inputs = {  # batch_first: input
+        False: (torch.randn(0, 2, 3), torch.randn(0, 3)),
+        True: (torch.randn(2, 0, 3), torch.randn(0, 3)),
+    }
+    for batch_first, xs in inputs.items():
+        module = cls(3, 5, batch_first=batch_first, backend=backend)
+        for x in xs:
+            time_dim = 1 if x.dim() == 3 and batch_first else 0
+            message = f"input must be a sequence of at least one time step \\(dimension {time_dim}"
+            with pytest.raises(ValueError, match=message):
+                module(x)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from cellstate import validation
 from cellstate.init import uniform_bound
 from cellstate.kernels.dispatch import check_backend
 
@@ -205,6 +206,8 @@ class RecurrentBase(nn.Module):
                 f"{self._name}: Expected input to be 2D or 3D, got {input.dim()}D{tail} instead"
             )
         batched = input.dim() == 3
+        time_dim = 1 if batched and self.batch_first else 0
+        validation.time_steps(f"{self._name}: input", input.shape, time_dim)
         x = input if batched else input.unsqueeze(0 if self.batch_first else 1)
         self._check_input(x, expected_dim=3)
         if self.batch_first:
