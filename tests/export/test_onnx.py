@@ -286,3 +286,59 @@ def test_return_states_raises_naming_the_alternative(tmp_path):
 
     with pytest.raises(Exception, match="return_states=False"):
         _export(WithStates(), (torch.randn(5, 2, D),), ({0: "T", 1: "B"},), tmp_path / "m")
+
+
+class HalfPrecisionStack(nn.Module):
+    """One model reaching each translation: a bidirectional LSTM (ONNX's LSTM), an LSTM with
+    projection and layer norm (a Scan) and an RNN (ONNX's RNN). The middle one runs the reference
+    backend, which computes in the half dtype itself, the others the CPU kernel (float32 between
+    casts); the ONNX graph computes in float32 between casts throughout."""
+
+    def __init__(self, dtype: torch.dtype):
+        super().__init__()
+        self.first = cellstate.LSTM(D, H, bidirectional=True, dtype=dtype)
+        self.second = cellstate.LSTM(
+            2 * H, H, proj_size=2, layer_norm=True, backend="reference", dtype=dtype
+        )
+        self.third = cellstate.RNN(2, H, dtype=dtype)
+
+    def forward(self, x):
+        y, (h1, c1) = self.first(x)
+        y, (h2, c2) = self.second(y)
+        y, h3 = self.third(y)
+        return y, h1, c1, h2, c2, h3
+
+
+def _run_with_ort_values(session, x: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The session's outputs for x, shaped and typed as like: through OrtValues over the tensors'
+    bits, since numpy (and so InferenceSession.run) has no bfloat16."""
+    onnx_type = {torch.bfloat16: onnx.TensorProto.BFLOAT16, torch.float16: onnx.TensorProto.FLOAT16}
+
+    def ort_value(t: torch.Tensor) -> ort.OrtValue:  # shares t's memory
+        bits = t.view(torch.int16).numpy().view(np.uint16)
+        return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(bits, onnx_type[t.dtype])
+
+    binding = session.io_binding()
+    binding.bind_ortvalue_input(session.get_inputs()[0].name, ort_value(x))
+    outputs = [torch.empty_like(t) for t in like]
+    for meta, out in zip(session.get_outputs(), outputs, strict=True):
+        binding.bind_ortvalue_output(meta.name, ort_value(out))
+    session.run_with_iobinding(binding)
+    return outputs
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_models_export_and_match_pytorch(dtype, tmp_path):
+    """bfloat16 and float16 models export, run in onnxruntime and match PyTorch within the
+    dtype's tolerance (docs/compatibility.md compares torch.nn.LSTM's export)."""
+    model = HalfPrecisionStack(dtype).eval()
+    session = _export(
+        model, (torch.randn(5, 2, D, dtype=dtype),), ({0: "T", 1: "B"},), tmp_path / "m"
+    )
+    assert {"LSTM", "Scan", "RNN"} <= _op_types(tmp_path / "m")
+    x = torch.randn(9, 4, D, dtype=dtype)
+    with torch.no_grad():
+        expected = list(model(x))
+    got = _run_with_ort_values(session, x, like=expected)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, **tolerance(dtype))

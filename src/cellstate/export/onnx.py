@@ -19,6 +19,10 @@ is the reference's step (``kernels/reference.py``): projection, layer norm, the 
 forget gate, zoneout's expectation, float64. ONNX's LSTM orders gates i, o, f, c where torch
 orders them i, f, g, o, and its peepholes i, o, f.
 
+The ops see float32 or float64 only: a bfloat16 or float16 layer runs them between casts to
+float32 (``_in_float32`` in kernels/cpu/ops.py), so its graph computes in float32 between Cast
+nodes, which onnxruntime runs (ONNX's LSTM has no bfloat16; onnxruntime's CPU MatMul neither).
+
 Shapes: T time, B batch, D input, H hidden, P output (proj_size or H), G gate rows (4H or 3H).
 """
 
