@@ -14,9 +14,12 @@ A build survives faults. It is compiled in a private directory beside its final 
 there only when complete, with a marker holding the library's size and SHA-256; a library whose
 marker does not match (a truncated or garbage file) is never loaded but rebuilt. Builders take
 turns through ``<build dir>.lock`` (an ``fcntl.flock``, which the kernel releases when its owner
-dies, so a killed build never blocks the next). Loading a complete build writes nothing, so a
-read-only cache works. SIGINT/SIGTERM during a build stop the program (BuildInterrupted), rather
-than going on with the slow reference backend.
+dies, so a killed build never blocks the next); loaders hold it shared, so that no other
+process removes the build while it loads. Loading a complete build writes only its last use (the
+directory's modification time), and nothing in a read-only cache, which works. After a
+successful build the cache is pruned: other builds unused for a while go (``cache.py``, which
+also says how the root is laid out). SIGINT/SIGTERM during a build stop the program
+(BuildInterrupted), rather than going on with the slow reference backend.
 """
 
 from __future__ import annotations
@@ -36,8 +39,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import IO
 
 import torch
+
+from cellstate.kernels.cpu import cache
 
 SOURCES = ("lstm.cpp", "masks.cpp", "bindings.cpp")
 # The headers lstm.cpp includes: hashed with the sources, so that editing one rebuilds.
@@ -73,13 +79,6 @@ def _flags() -> list[str]:
     return ["-O3", "-fopenmp", *ISA_FLAGS.get(_capability(), [])]
 
 
-def _cache_root() -> Path:
-    if os.environ.get("CELLSTATE_CACHE_DIR"):
-        return Path(os.environ["CELLSTATE_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "cellstate"
-
-
 def _source_hash() -> str:
     digest = hashlib.sha256()
     for name in SOURCES + HEADERS:
@@ -96,7 +95,7 @@ def _name() -> str:
 def build_dir() -> Path:
     """Where this torch version, CPU capability and source build lives."""
     safe_version = re.sub(r"[^\w.]", "_", torch.__version__)
-    return _cache_root() / f"{safe_version}-{_capability()}-{_source_hash()}"
+    return cache.root() / f"{safe_version}-{_capability()}-{_source_hash()}"
 
 
 def _library_path() -> Path:
@@ -136,7 +135,7 @@ def _missing_tool() -> str | None:
 
 def _expected_seconds() -> int:
     try:
-        return int(float((_cache_root() / "last_build_seconds").read_text()))
+        return int(float((cache.root() / "last_build_seconds").read_text()))
     except (OSError, ValueError):
         return DEFAULT_BUILD_SECONDS
 
@@ -194,23 +193,42 @@ def load() -> ModuleType:
 def _build() -> ModuleType:
     """Load the finished build, or build it (one process at a time) and load it."""
     final = build_dir()
-    if _is_complete(final):
+    with _interruptible():
+        return _load_finished(final) or _build_and_load(final)
+
+
+def _load_finished(final: Path) -> ModuleType | None:
+    """The finished build in ``final``, imported holding its lock shared (where there is a lock
+    file or one can be made), its use recorded; None when there is none."""
+    try:
+        lock = _take_turn(final, fcntl.LOCK_SH)
+    except OSError:  # a read-only cache without a lock file: nobody can remove the build
+        lock = contextlib.nullcontext()
+    with lock:
+        if not _is_complete(final):
+            return None
+        cache.record_use(final)
         return _import(final)
+
+
+def _build_and_load(final: Path) -> ModuleType:
+    """Build into ``final`` holding its lock (unless another process built it meanwhile), load
+    it, then prune the cache."""
     missing = _missing_tool()
     if missing:
         raise RuntimeError(missing)
-    root = _cache_root()
+    root = cache.root()
     try:
         root.mkdir(parents=True, exist_ok=True)
-        lock = open(final.with_name(final.name + ".lock"), "a+")  # noqa: SIM115 - held below
+        lock = _take_turn(final, fcntl.LOCK_EX)
     except OSError as error:
         raise RuntimeError(
             f"the kernel cache {root} is not writable ({error.strerror}); "
             "set CELLSTATE_CACHE_DIR to a writable directory"
         ) from error
-    with lock, _interruptible():
-        _take_turn(lock, final)
+    with lock:
         if _is_complete(final):  # another process built it while this one waited
+            cache.record_use(final)
             return _import(final)
         for stale in root.glob(f"{final.name}.building-*"):  # killed builds' leftovers
             shutil.rmtree(stale, ignore_errors=True)
@@ -227,7 +245,23 @@ def _build() -> ModuleType:
         _marker_path(work).write_text(_fingerprint(work / f"{_name()}.so"))
         work.rename(final)
         (root / "last_build_seconds").write_text(f"{time.perf_counter() - start:.0f}\n")
+    _prune(root, final.name)
     return module
+
+
+def _prune(root: Path, current: str) -> None:
+    """Remove the builds nobody used for a while (cache.prune), saying so in one line; a failure
+    is said too, and never fails the build that just succeeded."""
+    try:
+        removal = cache.prune(root, current)
+        line = removal.summary(
+            f"unused for {cache.PRUNE_AFTER_DAYS} days or beyond the {cache.KEEP_BUILDS} most "
+            "recently used"
+        )
+    except Exception as error:  # noqa: BLE001 - pruning is housekeeping; the build is done
+        line = f"could not prune the kernel cache {root}: {error}"
+    if line:
+        print(f"cellstate: {line}", file=sys.stderr, flush=True)
 
 
 def _compile(directory: Path) -> ModuleType:
@@ -253,23 +287,51 @@ def _import(directory: Path) -> ModuleType:
     return module
 
 
-def _take_turn(lock, final: Path) -> None:
-    """Hold the build lock: at once, or after saying who is building."""
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+def _take_turn(final: Path, operation: int) -> IO:
+    """``final``'s lock file, open and locked (LOCK_EX to build, LOCK_SH to load): at once, or
+    after saying who is building. Raises OSError when it can be neither opened nor created."""
+    path = cache.lock_path(final)
+    said = False
+    while True:
+        try:
+            lock = open(path, "a+")  # noqa: SIM115 - returned locked
+        except PermissionError:
+            if operation != fcntl.LOCK_SH:
+                raise
+            lock = open(path)  # noqa: SIM115 - a read-only cache's lock file, if it has one
+        try:
+            said = _flock(lock, operation, said, final) or said
+        except BaseException:
+            lock.close()
+            raise
+        if cache.is_current(lock, path):  # else a remover deleted it: lock the new file
+            break
+        lock.close()
+    if operation == fcntl.LOCK_EX:
         lock.seek(0)
-        owner = lock.read().strip() or "another process"
-        print(
-            f"cellstate: waiting for {owner}, which is compiling the CPU kernel in {final.parent}…",
-            file=sys.stderr,
-            flush=True,
-        )
-        fcntl.flock(lock, fcntl.LOCK_EX)
-    lock.seek(0)
-    lock.truncate()
-    lock.write(f"process {os.getpid()} on {platform.node()}")
-    lock.flush()
+        lock.truncate()
+        lock.write(f"process {os.getpid()} on {platform.node()}")
+        lock.flush()
+    return lock
+
+
+def _flock(lock: IO, operation: int, said: bool, final: Path) -> bool:
+    """Lock at once, or wait, saying who builds unless said already; whether it waited."""
+    try:
+        fcntl.flock(lock, operation | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        if not said:
+            lock.seek(0)
+            owner = lock.read().strip() or "another process"
+            print(
+                f"cellstate: waiting for {owner}, which is compiling the CPU kernel in "
+                f"{final.parent}…",
+                file=sys.stderr,
+                flush=True,
+            )
+        fcntl.flock(lock, operation)
+        return True
 
 
 @contextlib.contextmanager
