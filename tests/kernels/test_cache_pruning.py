@@ -195,6 +195,19 @@ def test_loading_a_finished_build_records_its_use(stand_in_build, monkeypatch):
     assert final.stat().st_mtime > NOW - DAY
 
 
+def test_a_build_is_not_removed_while_it_loads(stand_in_build, monkeypatch):
+    build._build()
+    final, removals = build.build_dir(), []
+
+    def import_while_clearing(directory):
+        removals.append(cache.clear(stand_in_build))  # another process's `cellstate cache --clear`
+        return "loaded"
+
+    monkeypatch.setattr(build, "_import", import_while_clearing)
+    assert build._build() == "loaded"
+    assert removals[0].in_use == [final.name] and build._is_complete(final)
+
+
 def test_a_failing_prune_does_not_fail_the_build(stand_in_build, monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(stand_in_build))
