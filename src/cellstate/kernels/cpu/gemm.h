@@ -1,7 +1,8 @@
 // Dense products for the CPU kernels (part of lstm.cpp's translation unit, so that the small
 // ones inline into the step loops): gemm() on row-major operands, which picks a plain loop, a
 // narrow-product path or BLAS by shape, and PackedWeight, a weight packed once per call into
-// column panels for the per-step recurrent products (oneDNN's brgemm, float32).
+// column panels for the per-step recurrent products (oneDNN's brgemm: float32, or bfloat16
+// operands with float32 accumulation).
 
 #pragma once
 
@@ -12,6 +13,7 @@
 #include <ATen/ops/from_blob.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -200,22 +202,68 @@ bool brgemm_works() {
 }
 #endif
 
+#ifdef CPUBLAS_BRGEMM_BF16BF16F32
+// The same for the bf16 brgemm (bfloat16 operands, float32 accumulation: AMX or AVX512-BF16),
+// on a 1 x 1 x 2 product (its B in VNNI pairs of rows).
+bool bf16_brgemm_works() {
+  static const bool works = [] {
+    try {
+      const at::BFloat16 a[2] = {2.0f, 5.0f}, b[2] = {3.0f, 7.0f};
+      float c = 1.0f;
+      at::native::cpublas::brgemm(1, 1, 2, 2, 1, 1, true, a, b, &c, true);
+      at::native::cpublas::brgemm_release(true);
+      return c == 42.0f;
+    } catch (...) {
+      return false;
+    }
+  }();
+  return works;
+}
+#endif
+
+// How many weights were packed for bfloat16 products since the library loaded (tests read it to
+// know that path ran).
+std::atomic<int64_t> bf16_packings{0};
+
 // A right operand B (K, N), fixed across steps; packed into panels when brgemm runs it.
+// With bf16 (and T float), the panels hold B in bfloat16 and multiply() rounds A's rows to
+// bfloat16: products on bfloat16 operands with float32 accumulation, as oneDNN's bfloat16 LSTM
+// runs them (B's values are then bfloat16 ones, held in float: the caller's bfloat16 weights).
 template <typename T>
 struct PackedWeight {
   const T* b;  // row-major (K, N)
   int64_t K, N;
-  Tensor panels_storage;  // undefined: plain gemm() on b
+  Tensor panels_storage;  // float32 panels [N / kPanel][K][width]; undefined: not packed
+  // bfloat16 panels [N / kPanel][K2 / 2][width][2] (VNNI: pairs of rows interleaved), K2 = K
+  // rounded up to even (a zero row); undefined: not packed for bfloat16 products
+  Tensor vnni_storage;
+  int64_t K2;
 
-  PackedWeight() : b(nullptr), K(0), N(0) {}
+  PackedWeight() : b(nullptr), K(0), N(0), K2(0) {}
   // rows: the largest row count it will be multiplied with (tiny products skip the packing).
-  PackedWeight(const Tensor& weight, int64_t rows)
-      : b(weight.data_ptr<T>()), K(weight.size(0)), N(weight.size(1)) {
-#ifdef CPUBLAS_BRGEMM_F32F32F32
-    if (!std::is_same_v<T, float> || rows * K * N <= kSmallGemm || K < kNarrow ||
-        !brgemm_works()) {
+  PackedWeight(const Tensor& weight, int64_t rows, bool bf16 = false)
+      : b(weight.data_ptr<T>()), K(weight.size(0)), N(weight.size(1)), K2((K + 1) / 2 * 2) {
+    if (!std::is_same_v<T, float> || rows * K * N <= kSmallGemm || K < kNarrow) return;
+#ifdef CPUBLAS_BRGEMM_BF16BF16F32
+    if (bf16 && bf16_brgemm_works()) {
+      vnni_storage = at::empty({K2 * N}, weight.options().dtype(at::kBFloat16));
+      at::BFloat16* out = vnni_storage.data_ptr<at::BFloat16>();
+      for (int64_t n0 = 0; n0 < N; n0 += kPanel) {
+        const int64_t width = std::min(kPanel, N - n0);
+        at::BFloat16* panel = out + n0 * K2;
+        for (int64_t k = 0; k < K2; ++k) {
+          for (int64_t j = 0; j < width; ++j) {
+            const float value = k < K ? float(b[k * N + n0 + j]) : 0.0f;
+            panel[(k / 2) * width * 2 + j * 2 + k % 2] = at::BFloat16(value);
+          }
+        }
+      }
+      ++bf16_packings;
       return;
     }
+#endif
+#ifdef CPUBLAS_BRGEMM_F32F32F32
+    if (!brgemm_works()) return;
     panels_storage = at::empty({K * N}, weight.options());
     T* out = panels_storage.data_ptr<T>();
     for (int64_t n0 = 0; n0 < N; n0 += kPanel) {
@@ -226,22 +274,27 @@ struct PackedWeight {
     }
 #endif
   }
-  int64_t panels() const { return panels_storage.defined() ? (N + kPanel - 1) / kPanel : 1; }
+  bool packed() const { return panels_storage.defined() || vnni_storage.defined(); }
+  int64_t panels() const { return packed() ? (N + kPanel - 1) / kPanel : 1; }
 
   // C (m, N) (+)= A (m, K) B over panels [p0, p1) (all of C without packing).
   void multiply(int64_t m, int64_t p0, int64_t p1, const T* a, int64_t lda, bool add, T* c,
                 int64_t ldc) const {
     if (m == 0) return;
-    if (!panels_storage.defined() && K < kNarrow) {
+    if (!packed() && K < kNarrow) {
       row_updates(m, N, K, a, lda, b, N, add ? T(1) : T(0), c, ldc);
       return;
     }
-    if (!panels_storage.defined()) {
+    if (!packed()) {
       gemm<T>(false, false, m, N, K, T(1), a, lda, b, N, add ? T(1) : T(0), c, ldc);
       return;
     }
-#ifdef CPUBLAS_BRGEMM_F32F32F32
     if constexpr (std::is_same_v<T, float>) {
+      if (vnni_storage.defined()) {
+        multiply_bf16(m, p0, p1, a, lda, add, c, ldc);
+        return;
+      }
+#ifdef CPUBLAS_BRGEMM_F32F32F32
       const float* packed = panels_storage.data_ptr<float>();
       for (int64_t p = p0; p < p1; ++p) {
         const int64_t n0 = p * kPanel, width = std::min(kPanel, N - n0);
@@ -251,7 +304,34 @@ struct PackedWeight {
                                       c + n0, false);
         }
       }
+#endif
     }
+  }
+
+  // multiply() on the bfloat16 panels: A's rows rounded to bfloat16 in a per-thread scratch
+  // (K2 wide, the padding column zero).
+  void multiply_bf16(int64_t m, int64_t p0, int64_t p1, const float* a, int64_t lda, bool add,
+                     float* c, int64_t ldc) const {
+#ifdef CPUBLAS_BRGEMM_BF16BF16F32
+    thread_local std::vector<at::BFloat16> rows;
+    rows.resize(size_t(m * K2));
+    for (int64_t r = 0; r < m; ++r) {
+      at::BFloat16* row = rows.data() + r * K2;
+      for (int64_t k = 0; k < K; ++k) row[k] = at::BFloat16(a[r * lda + k]);
+      if (K2 > K) row[K] = 0;
+    }
+    const at::BFloat16* packed = vnni_storage.data_ptr<at::BFloat16>();
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t n0 = p * kPanel, width = std::min(kPanel, N - n0);
+      for (int64_t k0 = 0; k0 < K2; k0 += kDepth) {
+        at::native::cpublas::brgemm(m, width, std::min(kDepth, K2 - k0), K2, width, ldc,
+                                    add || k0 > 0, rows.data() + k0,
+                                    packed + n0 * K2 + k0 * width, c + n0, true);
+      }
+    }
+    // AMX tiles are configured per thread: released after each product, so that no other
+    // oneDNN call on this thread meets (or leaves) a configuration the ukernel does not expect.
+    at::native::cpublas::brgemm_release(true);
 #endif
   }
 };

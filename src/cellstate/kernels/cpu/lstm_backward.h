@@ -261,7 +261,7 @@ std::vector<Tensor> lstm_backward_impl(
     const Tensor& output_, const Tensor& gates_, const Tensor& cells_,
     const OptTensor& c_states_, const OptTensor& ln_hw_, const OptTensor& ln_stats_,
     LSTMTensors& tensors, bool has_bias, const OptTensor& zoneout_h, const OptTensor& zoneout_c,
-    const OptTensor& mask_, const OptTensor& lengths_, bool forget_gate, bool need_dx) {
+    const OptTensor& mask_, const OptTensor& lengths_, bool forget_gate, bool need_dx, bool bf16) {
   const Tensor x = x_.contiguous(), h0 = h0_.contiguous(), c0 = c0_.contiguous();
   const Tensor output = output_.contiguous(), gates = gates_.contiguous();
   const Tensor cells = cells_.contiguous();
@@ -314,8 +314,8 @@ std::vector<Tensor> lstm_backward_impl(
   ThreadSums<T> peep_sums(3 * H), ln_hh_sums(G), ln_c_sums(2 * H), ln_ih_sums(G);
   ThreadSums<T> input_sums(row_input_grads ? (D + 1) * G : 0);
   const Schedule schedule(B, G * P, G * P + (proj ? H * P : 0) + 40 * H, 40 * H);
-  const PackedWeight<T> w_hh(tensors.w_hh, B);
-  const PackedWeight<T> w_hr = proj ? PackedWeight<T>(*tensors.w_hr, B) : PackedWeight<T>();
+  const PackedWeight<T> w_hh(tensors.w_hh, B, bf16);
+  const PackedWeight<T> w_hr = proj ? PackedWeight<T>(*tensors.w_hr, B, bf16) : PackedWeight<T>();
 
   LSTMBackward<T> backward{s, q, schedule, w_hh, w_hr, zh, zc};
   backward.mask = ptr<T>(mask_c);
