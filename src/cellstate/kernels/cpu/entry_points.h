@@ -80,7 +80,8 @@ std::vector<Tensor> lstm_backward(const LSTMBackwardArgs& a);
 std::vector<Tensor> rnn_forward(const RNNForwardArgs& a);
 std::vector<Tensor> rnn_backward(const RNNBackwardArgs& a);
 
-// How many weights the LSTM kernels packed for bfloat16 products since the library loaded.
-int64_t bf16_product_packings();
+// Since the library loaded: how many weights the LSTM kernels packed for bfloat16 per-step
+// products, and how many whole-sequence products they ran on bfloat16 operands.
+std::vector<int64_t> bf16_product_counts();
 
 Tensor bernoulli_mask(int64_t seed, std::vector<int64_t> shape, double p, at::ScalarType dtype);

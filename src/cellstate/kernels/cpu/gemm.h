@@ -29,6 +29,10 @@ void sgemm_(const char*, const char*, const int*, const int*, const int*, const 
 void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
             const double*, const int*, const double*, const int*, const double*, double*,
             const int*) __attribute__((weak));
+// MKL's bfloat16 GEMM (bfloat16 operands as uint16 bits, float32 accumulation and C).
+void gemm_bf16bf16f32_(const char*, const char*, const int*, const int*, const int*,
+                       const float*, const uint16_t*, const int*, const uint16_t*, const int*,
+                       const float*, float*, const int*) __attribute__((weak));
 }
 
 namespace {
@@ -146,16 +150,56 @@ bool narrow_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T 
   });
   return true;
 }
-// Row-major C (m, n) = alpha op(A) op(B) + beta C; beta = 0 overwrites C.
+bool bf16_brgemm_works();
+
+// How many weights were packed for bfloat16 per-step products, and how many whole-sequence
+// products ran on bfloat16 operands, since the library loaded (tests read them to know that
+// these paths ran).
+std::atomic<int64_t> bf16_packings{0}, bf16_gemms{0};
+
+// Row-major C (m, n) = alpha op(A) op(B) + beta C with A and B rounded to bfloat16, accumulated
+// in float32 (MKL's gemm_bf16bf16f32). False where MKL does not provide it, or where this CPU has
+// no bfloat16 brgemm (no bfloat16 instructions: MKL would emulate them slowly).
+inline bool bf16_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                      const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+                      float* c, int64_t ldc) {
+  if (!gemm_bf16bf16f32_ || !bf16_brgemm_works()) return false;
+  // Each operand's stored rows, rounded into a contiguous copy (its leading dimension: its width)
+  auto rounded = [](const float* data, int64_t rows, int64_t cols, int64_t ld) {
+    return at::from_blob(const_cast<float*>(data), {rows, cols}, {ld, 1}).to(at::kBFloat16);
+  };
+  const Tensor a16 = trans_a ? rounded(a, k, m, lda) : rounded(a, m, k, lda);
+  const Tensor b16 = trans_b ? rounded(b, n, k, ldb) : rounded(b, k, n, ldb);
+  auto bits = [](const Tensor& t) {
+    return reinterpret_cast<const uint16_t*>(t.data_ptr<at::BFloat16>());
+  };
+  const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
+  const int mm = int(n), nn = int(m), kk = int(k), la = int(b16.size(1)), lb = int(a16.size(1));
+  const int lc = int(ldc);
+  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
+  gemm_bf16bf16f32_(&ta, &tb, &mm, &nn, &kk, &alpha, bits(b16), &la, bits(a16), &lb, &beta, c,
+                    &lc);
+  ++bf16_gemms;
+  return true;
+}
+
+// Row-major C (m, n) = alpha op(A) op(B) + beta C; beta = 0 overwrites C. bf16 (float only):
+// large products on bfloat16 operands with float32 accumulation (bf16_gemm), as the per-step
+// products of PackedWeight; small and narrow ones stay in float32.
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
-          int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+          int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc, bool bf16 = false) {
   if (m == 0 || n == 0 || (k == 0 && beta == T(1))) return;
   if (!trans_a && !trans_b && alpha == T(1) && m * n * k <= kSmallGemm) {
     row_updates(m, n, k, a, lda, b, ldb, beta, c, ldc);
     return;
   }
   if (narrow_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
+  if constexpr (std::is_same_v<T, float>) {
+    if (bf16 && bf16_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) {
+      return;
+    }
+  }
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
   if (blas_gemm(trans_b ? 'T' : 'N', trans_a ? 'T' : 'N', int(n), int(m), int(k), alpha, b,
                 int(ldb), a, int(lda), beta, c, int(ldc))) {
@@ -220,10 +264,6 @@ bool bf16_brgemm_works() {
   return works;
 }
 #endif
-
-// How many weights were packed for bfloat16 products since the library loaded (tests read it to
-// know that path ran).
-std::atomic<int64_t> bf16_packings{0};
 
 // A right operand B (K, N), fixed across steps; packed into panels when brgemm runs it.
 // With bf16 (and T float), the panels hold B in bfloat16 and multiply() rounds A's rows to

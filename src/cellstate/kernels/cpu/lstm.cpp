@@ -74,7 +74,7 @@ bool bf16_products(const Tensor& x, LSTMTensors& p) {
 
 }  // namespace
 
-int64_t bf16_product_packings() { return bf16_packings.load(); }
+std::vector<int64_t> bf16_product_counts() { return {bf16_packings.load(), bf16_gemms.load()}; }
 
 // ---- entry points (entry_points.h; bound in bindings.cpp) ----------------------------------
 
