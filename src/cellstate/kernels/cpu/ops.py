@@ -41,7 +41,8 @@ from cellstate.kernels.params import LSTMLayerParams, RNNLayerParams, StepNoise
 from cellstate.kernels.reference import reverse_index, time_gather
 
 KERNEL_DTYPES = (torch.float32, torch.float64)  # what the C++ computes in
-HALF_DTYPES = (torch.bfloat16, torch.float16)  # stored in half precision, computed in float32
+BF16 = torch.bfloat16
+HALF_DTYPES = (BF16, torch.float16)  # stored in half precision, computed in float32
 LN_STATS = 5  # per row: mean and rstd of W_ih x, rstd of W_hh h, mean and rstd of c
 
 
@@ -87,6 +88,8 @@ def _in_float32(layer, x: Tensor, *args, **kwargs):
 
 
 PRODUCT_WEIGHTS = ("w_ih", "w_hh", "w_hr")  # the LSTM's matrices
+# Whether bfloat16 LSTMs run their products on bfloat16 operands (else in float32, as float16)
+BF16_PRODUCTS = True
 
 
 def _lstm_in_bf16_products(x: Tensor, h0: Tensor, c0: Tensor, p: LSTMLayerParams, *args):
@@ -323,7 +326,7 @@ def lstm_layer(
     if x.shape[1] == 0:  # an empty batch: nothing to fuse; the reference gives torch's shapes
         return reference.lstm_layer(x, h0, c0, p, noise, lengths, reverse, return_states)
     matrices = [getattr(p, n) for n in PRODUCT_WEIGHTS if getattr(p, n) is not None]
-    if x.dtype == torch.bfloat16 and all(w.dtype == torch.bfloat16 for w in matrices):
+    if BF16_PRODUCTS and x.dtype == torch.bfloat16 and all(w.dtype == BF16 for w in matrices):
         return _lstm_in_bf16_products(x, h0, c0, p, noise, lengths, reverse, return_states)
     if x.dtype in HALF_DTYPES:
         return _in_float32(lstm_layer, x, h0, c0, p, noise, lengths, reverse, return_states)
