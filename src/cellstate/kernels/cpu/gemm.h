@@ -15,6 +15,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -152,6 +154,17 @@ bool narrow_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T 
 }
 bool bf16_brgemm_works();
 
+// n floats rounded to bfloat16 (to nearest even; NaN stays NaN) as their bit patterns: what
+// at::BFloat16(float) gives, branch-free so that g++ vectorises it (c10's conversion does not).
+inline void round_to_bf16(const float* __restrict in, int64_t n, uint16_t* __restrict out) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, in + i, sizeof bits);
+    const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+    out[i] = (bits & 0x7FFFFFFFu) > 0x7F800000u ? uint16_t(0x7FC0) : uint16_t(rounded);
+  }
+}
+
 // How many weights were packed for bfloat16 per-step products, and how many whole-sequence
 // products ran on bfloat16 operands, since the library loaded (tests read them to know that
 // these paths ran).
@@ -166,18 +179,19 @@ inline bool bf16_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t 
   if (!gemm_bf16bf16f32_ || !bf16_brgemm_works()) return false;
   // Each operand's stored rows, rounded into a contiguous copy (its leading dimension: its width)
   auto rounded = [](const float* data, int64_t rows, int64_t cols, int64_t ld) {
-    return at::from_blob(const_cast<float*>(data), {rows, cols}, {ld, 1}).to(at::kBFloat16);
+    std::unique_ptr<uint16_t[]> out(new uint16_t[size_t(rows * cols)]);  // (not zeroed)
+    at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) round_to_bf16(data + r * ld, cols, &out[r * cols]);
+    });
+    return out;
   };
-  const Tensor a16 = trans_a ? rounded(a, k, m, lda) : rounded(a, m, k, lda);
-  const Tensor b16 = trans_b ? rounded(b, n, k, ldb) : rounded(b, k, n, ldb);
-  auto bits = [](const Tensor& t) {
-    return reinterpret_cast<const uint16_t*>(t.data_ptr<at::BFloat16>());
-  };
+  const auto a16 = trans_a ? rounded(a, k, m, lda) : rounded(a, m, k, lda);
+  const auto b16 = trans_b ? rounded(b, n, k, ldb) : rounded(b, k, n, ldb);
   const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
-  const int mm = int(n), nn = int(m), kk = int(k), la = int(b16.size(1)), lb = int(a16.size(1));
-  const int lc = int(ldc);
+  const int mm = int(n), nn = int(m), kk = int(k), lc = int(ldc);
+  const int la = int(trans_b ? k : n), lb = int(trans_a ? m : k);  // the copies' widths
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
-  gemm_bf16bf16f32_(&ta, &tb, &mm, &nn, &kk, &alpha, bits(b16), &la, bits(a16), &lb, &beta, c,
+  gemm_bf16bf16f32_(&ta, &tb, &mm, &nn, &kk, &alpha, b16.get(), &la, a16.get(), &lb, &beta, c,
                     &lc);
   ++bf16_gemms;
   return true;
@@ -353,19 +367,20 @@ struct PackedWeight {
   void multiply_bf16(int64_t m, int64_t p0, int64_t p1, const float* a, int64_t lda, bool add,
                      float* c, int64_t ldc) const {
 #ifdef CPUBLAS_BRGEMM_BF16BF16F32
-    thread_local std::vector<at::BFloat16> rows;
-    rows.resize(size_t(m * K2));
+    thread_local std::vector<uint16_t> rows_storage;
+    rows_storage.resize(size_t(m * K2));
     for (int64_t r = 0; r < m; ++r) {
-      at::BFloat16* row = rows.data() + r * K2;
-      for (int64_t k = 0; k < K; ++k) row[k] = at::BFloat16(a[r * lda + k]);
+      uint16_t* row = rows_storage.data() + r * K2;
+      round_to_bf16(a + r * lda, K, row);
       if (K2 > K) row[K] = 0;
     }
+    const auto* rows = reinterpret_cast<const at::BFloat16*>(rows_storage.data());
     const at::BFloat16* packed = vnni_storage.data_ptr<at::BFloat16>();
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t n0 = p * kPanel, width = std::min(kPanel, N - n0);
       for (int64_t k0 = 0; k0 < K2; k0 += kDepth) {
         at::native::cpublas::brgemm(m, width, std::min(kDepth, K2 - k0), K2, width, ldc,
-                                    add || k0 > 0, rows.data() + k0,
+                                    add || k0 > 0, rows + k0,
                                     packed + n0 * K2 + k0 * width, c + n0, true);
       }
     }
