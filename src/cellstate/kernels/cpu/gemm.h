@@ -279,6 +279,17 @@ bool bf16_brgemm_works() {
 }
 #endif
 
+// Hands back this thread's AMX tile configuration after bfloat16 brgemm products. Configuring
+// the tiles costs ~10 us, so consecutive products keep them; but torch remembers the last
+// configuration per thread, and any other AMX code (MKL's bfloat16 gemm, oneDNN) run on the
+// thread in between would leave that memory wrong: every thread releases them before it runs
+// anything else (Schedule).
+inline void release_bf16_tiles() {
+#ifdef CPUBLAS_BRGEMM_BF16BF16F32
+  at::native::cpublas::brgemm_release(true);
+#endif
+}
+
 // A right operand B (K, N), fixed across steps; packed into panels when brgemm runs it.
 // With bf16 (and T float), the panels hold B in bfloat16 and multiply() rounds A's rows to
 // bfloat16: products on bfloat16 operands with float32 accumulation, as oneDNN's bfloat16 LSTM
@@ -299,21 +310,11 @@ struct PackedWeight {
       : b(weight.data_ptr<T>()), K(weight.size(0)), N(weight.size(1)), K2((K + 1) / 2 * 2) {
     if (!std::is_same_v<T, float> || rows * K * N <= kSmallGemm || K < kNarrow) return;
 #ifdef CPUBLAS_BRGEMM_BF16BF16F32
-    if (bf16 && bf16_brgemm_works()) {
-      vnni_storage = at::empty({K2 * N}, weight.options().dtype(at::kBFloat16));
-      at::BFloat16* out = vnni_storage.data_ptr<at::BFloat16>();
-      for (int64_t n0 = 0; n0 < N; n0 += kPanel) {
-        const int64_t width = std::min(kPanel, N - n0);
-        at::BFloat16* panel = out + n0 * K2;
-        for (int64_t k = 0; k < K2; ++k) {
-          for (int64_t j = 0; j < width; ++j) {
-            const float value = k < K ? float(b[k * N + n0 + j]) : 0.0f;
-            panel[(k / 2) * width * 2 + j * 2 + k % 2] = at::BFloat16(value);
-          }
-        }
+    if constexpr (std::is_same_v<T, float>) {
+      if (bf16 && bf16_brgemm_works()) {
+        pack_bf16(weight);
+        return;
       }
-      ++bf16_packings;
-      return;
     }
 #endif
 #ifdef CPUBLAS_BRGEMM_F32F32F32
@@ -328,6 +329,31 @@ struct PackedWeight {
     }
 #endif
   }
+
+  // The bfloat16 panels of b (T float only).
+  void pack_bf16(const Tensor& weight) {
+    vnni_storage = at::empty({K2 * N}, weight.options().dtype(at::kBFloat16));
+    auto* out = reinterpret_cast<uint16_t*>(vnni_storage.data_ptr<at::BFloat16>());
+    uint16_t pair[2][kPanel];  // rows k and k + 1 of a panel, rounded
+    for (int64_t n0 = 0; n0 < N; n0 += kPanel) {
+      const int64_t width = std::min(kPanel, N - n0);
+      for (int64_t k = 0; k < K2; k += 2) {
+        round_to_bf16(b + k * N + n0, width, pair[0]);
+        if (k + 1 < K) {
+          round_to_bf16(b + (k + 1) * N + n0, width, pair[1]);
+        } else {
+          std::fill_n(pair[1], width, uint16_t(0));
+        }
+        uint16_t* dst = out + n0 * K2 + k * width;  // row pair k / 2 of the panel
+        for (int64_t j = 0; j < width; ++j) {
+          dst[2 * j] = pair[0][j];
+          dst[2 * j + 1] = pair[1][j];
+        }
+      }
+    }
+    ++bf16_packings;
+  }
+
   bool packed() const { return panels_storage.defined() || vnni_storage.defined(); }
   int64_t panels() const { return packed() ? (N + kPanel - 1) / kPanel : 1; }
 
@@ -363,7 +389,7 @@ struct PackedWeight {
   }
 
   // multiply() on the bfloat16 panels: A's rows rounded to bfloat16 in a per-thread scratch
-  // (K2 wide, the padding column zero).
+  // (K2 wide, the padding column zero). The thread must release_bf16_tiles() afterwards.
   void multiply_bf16(int64_t m, int64_t p0, int64_t p1, const float* a, int64_t lda, bool add,
                      float* c, int64_t ldc) const {
 #ifdef CPUBLAS_BRGEMM_BF16BF16F32
@@ -384,9 +410,6 @@ struct PackedWeight {
                                     packed + n0 * K2 + k0 * width, c + n0, true);
       }
     }
-    // AMX tiles are configured per thread: released after each product, so that no other
-    // oneDNN call on this thread meets (or leaves) a configuration the ukernel does not expect.
-    at::native::cpublas::brgemm_release(true);
 #endif
   }
 };

@@ -316,7 +316,7 @@ std::vector<Tensor> lstm_backward_impl(
 
   ThreadSums<T> peep_sums(3 * H), ln_hh_sums(G), ln_c_sums(2 * H), ln_ih_sums(G);
   ThreadSums<T> input_sums(row_input_grads ? (D + 1) * G : 0);
-  const Schedule schedule(B, G * P, G * P + (proj ? H * P : 0) + 40 * H, 40 * H);
+  const Schedule schedule(B, G * P, G * P + (proj ? H * P : 0) + 40 * H, 40 * H, bf16);
   const PackedWeight<T> w_hh(tensors.w_hh, B, bf16);
   const PackedWeight<T> w_hr =
     proj ? PackedWeight<T>(*tensors.w_hr, B, bf16) : PackedWeight<T>();

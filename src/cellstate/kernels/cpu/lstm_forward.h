@@ -243,7 +243,8 @@ std::vector<Tensor> lstm_forward_impl(const Tensor& x_, const Tensor& h0, const 
   Tensor h_new_buf = empty_like_shape(x, {B, P});
   Tensor h_in_buf = mask ? empty_like_shape(x, {B, P}) : none_tensor(x);
 
-  const Schedule schedule(B, G * (D + P), G * (D + P) + (proj ? H * P : 0) + 20 * H, 20 * H);
+  const Schedule schedule(B, G * (D + P), G * (D + P) + (proj ? H * P : 0) + 20 * H, 20 * H,
+                          bf16);
   const PackedWeight<T> w_ih_t(weights.w_ih_t, B, bf16);
   const PackedWeight<T> w_hh_t(weights.w_hh_t, B, bf16);
   const PackedWeight<T> w_hr_t =
