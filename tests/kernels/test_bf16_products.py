@@ -12,18 +12,18 @@ import copy
 
 import pytest
 import torch
-from torch.nn.utils.rnn import pack_padded_sequence
 
 import cellstate
 from cellstate.kernels.cpu import build
 from cellstate.kernels.cpu import ops as cpu
 from cellstate.kernels.params import LSTMLayerParams
-from tests.differential import flatten, scaled_tolerance
+from tests.differential import scaled_tolerance
 from tests.kernels.test_cpu_modules import LSTM_VARIANTS as CPU_MODULE_VARIANTS
+from tests.kernels.test_half_precision import _results as half_precision_results
 
 BF16 = torch.bfloat16
 T, B, D, H = 5, 8, 24, 48
-LENGTHS = torch.tensor([5, 2, 4, 5, 1, 3, 5, 4])
+LENGTHS = (5, 2, 4, 5, 1, 3, 5, 4)
 VARIANTS = {
     **{name: kwargs for name, kwargs in CPU_MODULE_VARIANTS.items() if "proj_size" not in kwargs},
     "proj": {"proj_size": 24},
@@ -39,21 +39,8 @@ def _counts() -> tuple[int, int]:
 
 
 def _results(module, x, packed: bool):
-    """Labelled outputs, then the gradients of x and of every parameter, for a fixed float32
-    cotangent on every output (zoneout and dropout masks drawn from one seed)."""
-    x = x.detach().clone().requires_grad_()
-    torch.manual_seed(1234)
-    inp = pack_padded_sequence(x, LENGTHS, enforce_sorted=False) if packed else x
-    outputs = flatten(module(inp))
-    gen = torch.Generator().manual_seed(0)
-    loss = sum(
-        (out.float() * torch.randn(out.shape, generator=gen)).sum()
-        for _, out in outputs
-        if out.requires_grad
-    )
-    loss.backward()
-    grads = [("grad x", x.grad)] + [(f"grad {n}", p.grad) for n, p in module.named_parameters()]
-    return outputs + grads
+    """Labelled outputs and gradients (test_half_precision's), packed to LENGTHS."""
+    return half_precision_results(module, x, packed, lengths=LENGTHS)
 
 
 def _assert_close(ours, expected):
