@@ -152,7 +152,27 @@ bool narrow_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T 
   });
   return true;
 }
-bool bf16_brgemm_works();
+// Whether this torch build and CPU can run the bf16 brgemm (bfloat16 operands, float32
+// accumulation: AMX or AVX512-BF16; it throws where oneDNN's ukernel is unavailable): probed
+// once, on a 1 x 1 x 2 product (its B in VNNI pairs of rows).
+bool bf16_brgemm_works() {
+#ifdef CPUBLAS_BRGEMM_BF16BF16F32
+  static const bool works = [] {
+    try {
+      const at::BFloat16 a[2] = {2.0f, 5.0f}, b[2] = {3.0f, 7.0f};
+      float c = 1.0f;
+      at::native::cpublas::brgemm(1, 1, 2, 2, 1, 1, true, a, b, &c, true);
+      at::native::cpublas::brgemm_release(true);
+      return c == 42.0f;
+    } catch (...) {
+      return false;
+    }
+  }();
+  return works;
+#else
+  return false;
+#endif
+}
 
 // n floats rounded to bfloat16 (to nearest even; NaN stays NaN) as their bit patterns: what
 // at::BFloat16(float) gives, branch-free so that g++ vectorises it (c10's conversion does not).
@@ -252,25 +272,6 @@ bool brgemm_works() {
       float c = 1.0f;
       at::native::cpublas::brgemm(1, 1, 1, 1, 1, 1, true, &a, &b, &c, false);
       return c == 7.0f;
-    } catch (...) {
-      return false;
-    }
-  }();
-  return works;
-}
-#endif
-
-#ifdef CPUBLAS_BRGEMM_BF16BF16F32
-// The same for the bf16 brgemm (bfloat16 operands, float32 accumulation: AMX or AVX512-BF16),
-// on a 1 x 1 x 2 product (its B in VNNI pairs of rows).
-bool bf16_brgemm_works() {
-  static const bool works = [] {
-    try {
-      const at::BFloat16 a[2] = {2.0f, 5.0f}, b[2] = {3.0f, 7.0f};
-      float c = 1.0f;
-      at::native::cpublas::brgemm(1, 1, 2, 2, 1, 1, true, a, b, &c, true);
-      at::native::cpublas::brgemm_release(true);
-      return c == 42.0f;
     } catch (...) {
       return false;
     }
