@@ -144,3 +144,18 @@ def test_bf16_products_second_order_gradients():
     ours = penalty(module, x)
     assert _counts()[0] > before[0]
     _assert_close(ours, [(n, g.to(BF16)) for n, g in penalty(reference, x.float())])
+
+
+def test_bf16_products_under_torch_compile():
+    """torch.compile(fullgraph=True) records the custom ops with bfloat16 matrices (their fake
+    implementations give bfloat16 weight gradients) and gives eager's results exactly."""
+    torch.manual_seed(0)
+    module = cellstate.LSTM(D, H, backend="cpu").to(BF16)
+    x = torch.randn(T, B, D).to(BF16)
+    eager = _results(module, x, packed=False)
+    module.zero_grad(set_to_none=True)
+    before = _counts()
+    compiled = _results(torch.compile(module, fullgraph=True), x, packed=False)
+    assert _counts()[0] > before[0] and _counts()[1] > before[1]
+    for (name, a), (_, b) in zip(compiled, eager, strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b), name
