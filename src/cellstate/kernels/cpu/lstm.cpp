@@ -57,7 +57,7 @@ void check_inputs(const Tensor& x, std::initializer_list<const Tensor*> same) {
 
 // bfloat16 products (see PackedWeight): the LSTM's weight matrices w_ih, w_hh (and w_hr) come in
 // bfloat16 with everything else in float32. They are then held in float32 (exactly: bfloat16
-// values) for the float32 kernel, which packs them back to bfloat16 for its per-step products;
+// values) for the float32 kernel, which rounds them back to bfloat16 for its products (gemm.h);
 // true when that is the case, false for matrices of x's dtype, an error for any other mix.
 bool bf16_products(const Tensor& x, LSTMTensors& p) {
   const bool bf16 = x.scalar_type() == at::kFloat && p.w_hh.scalar_type() == at::kBFloat16;
@@ -75,6 +75,10 @@ bool bf16_products(const Tensor& x, LSTMTensors& p) {
 }  // namespace
 
 std::vector<int64_t> bf16_product_counts() { return {bf16_packings.load(), bf16_gemms.load()}; }
+
+std::vector<bool> bf16_product_support() {
+  return {bf16_brgemm_works(), bf16_brgemm_works() && gemm_bf16bf16f32_ != nullptr};
+}
 
 // ---- entry points (entry_points.h; bound in bindings.cpp) ----------------------------------
 

@@ -14,7 +14,7 @@ the same order (``entry_points.h``, compared by tests/kernels/test_opcheck.py).
 
 A backward run with create_graph=True is itself differentiable (``_with_second_order``);
 bfloat16 and float16 run in float32 between casts (``_in_float32``). The LSTM's bfloat16 keeps
-its weight matrices in bfloat16: the kernel then runs its per-step products on bfloat16 operands
+its weight matrices in bfloat16: the kernel then runs its matrix products on bfloat16 operands
 with float32 accumulation, as torch.nn.LSTM's bfloat16 (oneDNN) does (``_lstm_in_bf16_products``).
 
 Shapes: T time, B batch, D input, H hidden, P output (proj_size or H), G gate rows (4H or 3H).
@@ -93,9 +93,9 @@ BF16_PRODUCTS = True
 
 
 def _lstm_in_bf16_products(x: Tensor, h0: Tensor, c0: Tensor, p: LSTMLayerParams, *args):
-    """lstm_layer on bfloat16 x and matrices as oneDNN's bfloat16 LSTM runs it: the per-step
-    products on bfloat16 operands (the weights, and the rows they multiply rounded to bfloat16)
-    with float32 accumulation; everything else (states, gates, cell math, gradient sums) in
+    """lstm_layer on bfloat16 x and matrices as oneDNN's bfloat16 LSTM runs it: the matrix
+    products (per step, and the backward's over the whole sequence) on bfloat16 operands with
+    float32 accumulation; everything else (states, gates, cell math, gradient sums) in
     float32. The matrices reach the kernel in bfloat16, all else through _in_float32; without a
     bfloat16 brgemm on this CPU, the kernel multiplies the same values in float32."""
     matrices = {n: getattr(p, n) for n in PRODUCT_WEIGHTS if getattr(p, n) is not None}
@@ -326,7 +326,7 @@ def lstm_layer(
     if x.shape[1] == 0:  # an empty batch: nothing to fuse; the reference gives torch's shapes
         return reference.lstm_layer(x, h0, c0, p, noise, lengths, reverse, return_states)
     matrices = [getattr(p, n) for n in PRODUCT_WEIGHTS if getattr(p, n) is not None]
-    if BF16_PRODUCTS and x.dtype == torch.bfloat16 and all(w.dtype == BF16 for w in matrices):
+    if BF16_PRODUCTS and x.dtype == BF16 and all(w.dtype == BF16 for w in matrices):
         return _lstm_in_bf16_products(x, h0, c0, p, noise, lengths, reverse, return_states)
     if x.dtype in HALF_DTYPES:
         return _in_float32(lstm_layer, x, h0, c0, p, noise, lengths, reverse, return_states)
