@@ -169,3 +169,22 @@ def test_bf16_products_under_torch_compile():
     _assert_ran(before)
     for (name, a), (_, b) in zip(compiled, eager, strict=True):
         assert a.dtype == b.dtype and torch.equal(a, b), name
+
+
+def test_bf16_products_on_the_per_step_schedule():
+    """Weights beyond a core's L2 (G (D + P) > 2^18): the steps run in order, each product's
+    panels split across two threads, each releasing its AMX tiles after its share."""
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        module = cellstate.LSTM(20, 300, backend="cpu").to(BF16)
+        x = torch.randn(T, B, 20).to(BF16)
+        reference = copy.deepcopy(module).float()
+        reference.backend = "reference"
+        before = _counts()
+        ours = _results(module, x, packed=True)
+        _assert_ran(before)
+        _assert_close(ours, _results(reference, x.float(), packed=True))
+    finally:
+        torch.set_num_threads(threads)
