@@ -9,7 +9,9 @@ side and the kernel's calling convention must be the same in both builds).
 "A" is the first tree, "B" the second; each subprocess runs with PYTHONPATH=<tree>/src, builds
 (or loads) that tree's kernel, warms up (5 calls), and reports the median of --repeats calls
 (more for small shapes: at least 0.5 s of them) per shape and mode. Prints the median over rounds
-of each and B / A per shape.
+of each and B / A per shape. --cpu-time times each call by the calling thread's CPU time
+(time.thread_time) instead of the wall clock: less moved by other programs on a loaded machine;
+with --threads 1 the kernel's work all runs on that thread.
 """
 
 import argparse
@@ -31,6 +33,7 @@ sys.path.insert(0, sys.argv[3])
 from kernel_ab import call
 torch.manual_seed(0)
 shapes, repeats = json.loads(sys.argv[1]), int(sys.argv[2])
+clock = time.thread_time if sys.argv[4] == "cpu" else time.perf_counter
 results = {}
 for T, B, D, H in shapes:
     lstm = cellstate.LSTM(D, H, backend="cpu")
@@ -39,17 +42,17 @@ for T, B, D, H in shapes:
         times = []
         k = 0
         while k < repeats + 5 or sum(times) < 0.5:  # 5 warm-ups; small shapes: >= 0.5 s timed
-            start = time.perf_counter()
+            start = clock()
             call(lstm, x, train)
             if k >= 5:
-                times.append(time.perf_counter() - start)
+                times.append(clock() - start)
             k += 1
         results[f"{T}x{B}x{D}x{H} {'train' if train else 'infer'}"] = statistics.median(times)
 print(json.dumps(results))
 """
 
 
-def _run(tree: Path, shapes, repeats: int, threads: int) -> dict[str, float]:
+def _run(tree: Path, shapes, repeats: int, threads: int, cpu_time: bool) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(tree / "src"), OMP_NUM_THREADS=str(threads))
     done = subprocess.run(
         [
@@ -59,6 +62,7 @@ def _run(tree: Path, shapes, repeats: int, threads: int) -> dict[str, float]:
             json.dumps(shapes),
             str(repeats),
             str(Path(__file__).parent),
+            "cpu" if cpu_time else "wall",
         ],
         env=env,
         capture_output=True,
@@ -75,13 +79,14 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="alternating subprocess pairs")
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per subprocess")
     parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of both")
+    parser.add_argument("--cpu-time", action="store_true", help="thread CPU time, not wall")
     args = parser.parse_args(argv)
     runs = {"A": [], "B": []}
     for k in range(args.rounds):
         order = ("A", "B") if k % 2 == 0 else ("B", "A")  # who goes first alternates too
         for name in order:
             tree = args.a if name == "A" else args.b
-            runs[name].append(_run(tree, SHAPES, args.repeats, args.threads))
+            runs[name].append(_run(tree, SHAPES, args.repeats, args.threads, args.cpu_time))
         print(f"round {k + 1}/{args.rounds} done", file=sys.stderr)
     print(f"{'T x B x D x H, mode':28} {'A ms':>9} {'B ms':>9} {'B / A':>7}")
     for key in runs["A"][0]:

@@ -24,12 +24,13 @@ LSTM_VARIANTS = {
 }
 
 
-def _results(module, x, packed: bool, cotangent_seed: int = 0):
+def _results(module, x, packed: bool, cotangent_seed: int = 0, lengths=(6, 2, 4)):
     """Labelled outputs, then the gradients of x and of every parameter, for a fixed float32
-    cotangent on every output (the masks of zoneout and dropout drawn from one seed)."""
+    cotangent on every output (the masks of zoneout and dropout drawn from one seed); packed:
+    the batch's sequences of these lengths."""
     x = x.detach().clone().requires_grad_()
     torch.manual_seed(1234)
-    inp = pack_padded_sequence(x, torch.tensor([6, 2, 4]), enforce_sorted=False) if packed else x
+    inp = pack_padded_sequence(x, torch.tensor(lengths), enforce_sorted=False) if packed else x
     outputs = flatten(module(inp))
     gen = torch.Generator().manual_seed(cotangent_seed)
     loss = sum(

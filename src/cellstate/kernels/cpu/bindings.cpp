@@ -86,4 +86,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("argument_lists", [lists] { return lists; });
   m.def("parallel_threads", &parallel_threads);
   m.def("bernoulli_mask", &bernoulli_mask);
+  m.def("bf16_product_counts", &bf16_product_counts);
+  m.def("bf16_product_support", &bf16_product_support);
 }

@@ -80,4 +80,11 @@ std::vector<Tensor> lstm_backward(const LSTMBackwardArgs& a);
 std::vector<Tensor> rnn_forward(const RNNForwardArgs& a);
 std::vector<Tensor> rnn_backward(const RNNBackwardArgs& a);
 
+// Since the library loaded: how many weights the LSTM kernels packed for bfloat16 per-step
+// products, and how many whole-sequence products they ran on bfloat16 operands.
+std::vector<int64_t> bf16_product_counts();
+// Whether this torch build and CPU run them: bfloat16 brgemm (per-step products), and with it
+// MKL's bfloat16 gemm (whole-sequence products). Where not, the same values in float32.
+std::vector<bool> bf16_product_support();
+
 Tensor bernoulli_mask(int64_t seed, std::vector<int64_t> shape, double p, at::ScalarType dtype);

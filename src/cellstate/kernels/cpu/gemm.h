@@ -1,7 +1,8 @@
 // Dense products for the CPU kernels (part of lstm.cpp's translation unit, so that the small
 // ones inline into the step loops): gemm() on row-major operands, which picks a plain loop, a
 // narrow-product path or BLAS by shape, and PackedWeight, a weight packed once per call into
-// column panels for the per-step recurrent products (oneDNN's brgemm, float32).
+// column panels for the per-step recurrent products (oneDNN's brgemm: float32, or bfloat16
+// operands with float32 accumulation).
 
 #pragma once
 
@@ -12,7 +13,10 @@
 #include <ATen/ops/from_blob.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <cstring>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -27,6 +31,10 @@ void sgemm_(const char*, const char*, const int*, const int*, const int*, const 
 void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
             const double*, const int*, const double*, const int*, const double*, double*,
             const int*) __attribute__((weak));
+// MKL's bfloat16 GEMM (bfloat16 operands as uint16 bits, float32 accumulation and C).
+void gemm_bf16bf16f32_(const char*, const char*, const int*, const int*, const int*,
+                       const float*, const uint16_t*, const int*, const uint16_t*, const int*,
+                       const float*, float*, const int*) __attribute__((weak));
 }
 
 namespace {
@@ -144,16 +152,88 @@ bool narrow_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T 
   });
   return true;
 }
-// Row-major C (m, n) = alpha op(A) op(B) + beta C; beta = 0 overwrites C.
+// Whether this torch build and CPU can run the bf16 brgemm (bfloat16 operands, float32
+// accumulation: AMX or AVX512-BF16; it throws where oneDNN's ukernel is unavailable): probed
+// once, on a 1 x 1 x 2 product (its B in VNNI pairs of rows).
+bool bf16_brgemm_works() {
+#ifdef CPUBLAS_BRGEMM_BF16BF16F32
+  static const bool works = [] {
+    try {
+      const at::BFloat16 a[2] = {2.0f, 5.0f}, b[2] = {3.0f, 7.0f};
+      float c = 1.0f;
+      at::native::cpublas::brgemm(1, 1, 2, 2, 1, 1, true, a, b, &c, true);
+      at::native::cpublas::brgemm_release(true);
+      return c == 42.0f;
+    } catch (...) {
+      return false;
+    }
+  }();
+  return works;
+#else
+  return false;
+#endif
+}
+
+// n floats rounded to bfloat16 (to nearest even; NaN stays NaN) as their bit patterns: what
+// at::BFloat16(float) gives, branch-free so that g++ vectorises it (c10's conversion does not).
+inline void round_to_bf16(const float* __restrict in, int64_t n, uint16_t* __restrict out) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, in + i, sizeof bits);
+    const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+    out[i] = (bits & 0x7FFFFFFFu) > 0x7F800000u ? uint16_t(0x7FC0) : uint16_t(rounded);
+  }
+}
+
+// How many weights were packed for bfloat16 per-step products, and how many whole-sequence
+// products ran on bfloat16 operands, since the library loaded (tests read them to know that
+// these paths ran).
+std::atomic<int64_t> bf16_packings{0}, bf16_gemms{0};
+
+// Row-major C (m, n) = alpha op(A) op(B) + beta C with A and B rounded to bfloat16, accumulated
+// in float32 (MKL's gemm_bf16bf16f32). False where MKL does not provide it, or where this CPU has
+// no bfloat16 brgemm (no bfloat16 instructions: MKL would emulate them slowly).
+inline bool bf16_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                      const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+                      float* c, int64_t ldc) {
+  if (!gemm_bf16bf16f32_ || !bf16_brgemm_works()) return false;
+  // Each operand's stored rows, rounded into a contiguous copy (its leading dimension: its width)
+  auto rounded = [](const float* data, int64_t rows, int64_t cols, int64_t ld) {
+    std::unique_ptr<uint16_t[]> out(new uint16_t[size_t(rows * cols)]);  // (not zeroed)
+    at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) round_to_bf16(data + r * ld, cols, &out[r * cols]);
+    });
+    return out;
+  };
+  const auto a16 = trans_a ? rounded(a, k, m, lda) : rounded(a, m, k, lda);
+  const auto b16 = trans_b ? rounded(b, n, k, ldb) : rounded(b, k, n, ldb);
+  const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
+  const int mm = int(n), nn = int(m), kk = int(k), lc = int(ldc);
+  const int la = int(trans_b ? k : n), lb = int(trans_a ? m : k);  // the copies' widths
+  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
+  gemm_bf16bf16f32_(&ta, &tb, &mm, &nn, &kk, &alpha, b16.get(), &la, a16.get(), &lb, &beta, c,
+                    &lc);
+  ++bf16_gemms;
+  return true;
+}
+
+// Row-major C (m, n) = alpha op(A) op(B) + beta C; beta = 0 overwrites C. bf16 (float only):
+// large products on bfloat16 operands with float32 accumulation (bf16_gemm), as the per-step
+// products of PackedWeight; small and narrow ones stay in float32.
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
-          int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+          int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc, bool bf16 = false) {
   if (m == 0 || n == 0 || (k == 0 && beta == T(1))) return;
   if (!trans_a && !trans_b && alpha == T(1) && m * n * k <= kSmallGemm) {
     row_updates(m, n, k, a, lda, b, ldb, beta, c, ldc);
     return;
   }
   if (narrow_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
+  if constexpr (std::is_same_v<T, float>) {
+    if (bf16 && bf16_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) {
+      return;
+    }
+  }
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
   if (blas_gemm(trans_b ? 'T' : 'N', trans_a ? 'T' : 'N', int(n), int(m), int(k), alpha, b,
                 int(ldb), a, int(lda), beta, c, int(ldc))) {
@@ -200,22 +280,46 @@ bool brgemm_works() {
 }
 #endif
 
+// Hands back this thread's AMX tile configuration after bfloat16 brgemm products. Configuring
+// the tiles costs ~10 us, so consecutive products keep them; but torch remembers the last
+// configuration per thread, and any other AMX code (MKL's bfloat16 gemm, oneDNN) run on the
+// thread in between would leave that memory wrong: every thread releases them before it runs
+// anything else (Schedule).
+inline void release_bf16_tiles() {
+#ifdef CPUBLAS_BRGEMM_BF16BF16F32
+  at::native::cpublas::brgemm_release(true);
+#endif
+}
+
 // A right operand B (K, N), fixed across steps; packed into panels when brgemm runs it.
+// With bf16 (and T float), the panels hold B in bfloat16 and multiply() rounds A's rows to
+// bfloat16: products on bfloat16 operands with float32 accumulation, as oneDNN's bfloat16 LSTM
+// runs them (B's values are then bfloat16 ones, held in float: the caller's bfloat16 weights).
 template <typename T>
 struct PackedWeight {
   const T* b;  // row-major (K, N)
   int64_t K, N;
-  Tensor panels_storage;  // undefined: plain gemm() on b
+  Tensor panels_storage;  // float32 panels [N / kPanel][K][width]; undefined: not packed
+  // bfloat16 panels [N / kPanel][K2 / 2][width][2] (VNNI: pairs of rows interleaved), K2 = K
+  // rounded up to even (a zero row); undefined: not packed for bfloat16 products
+  Tensor vnni_storage;
+  int64_t K2;
 
-  PackedWeight() : b(nullptr), K(0), N(0) {}
+  PackedWeight() : b(nullptr), K(0), N(0), K2(0) {}
   // rows: the largest row count it will be multiplied with (tiny products skip the packing).
-  PackedWeight(const Tensor& weight, int64_t rows)
-      : b(weight.data_ptr<T>()), K(weight.size(0)), N(weight.size(1)) {
-#ifdef CPUBLAS_BRGEMM_F32F32F32
-    if (!std::is_same_v<T, float> || rows * K * N <= kSmallGemm || K < kNarrow ||
-        !brgemm_works()) {
-      return;
+  PackedWeight(const Tensor& weight, int64_t rows, bool bf16 = false)
+      : b(weight.data_ptr<T>()), K(weight.size(0)), N(weight.size(1)), K2((K + 1) / 2 * 2) {
+    if (!std::is_same_v<T, float> || rows * K * N <= kSmallGemm || K < kNarrow) return;
+#ifdef CPUBLAS_BRGEMM_BF16BF16F32
+    if constexpr (std::is_same_v<T, float>) {
+      if (bf16 && bf16_brgemm_works()) {
+        pack_bf16(weight);
+        return;
+      }
     }
+#endif
+#ifdef CPUBLAS_BRGEMM_F32F32F32
+    if (!brgemm_works()) return;
     panels_storage = at::empty({K * N}, weight.options());
     T* out = panels_storage.data_ptr<T>();
     for (int64_t n0 = 0; n0 < N; n0 += kPanel) {
@@ -226,22 +330,52 @@ struct PackedWeight {
     }
 #endif
   }
-  int64_t panels() const { return panels_storage.defined() ? (N + kPanel - 1) / kPanel : 1; }
+
+  // The bfloat16 panels of b (T float only).
+  void pack_bf16(const Tensor& weight) {
+    vnni_storage = at::empty({K2 * N}, weight.options().dtype(at::kBFloat16));
+    auto* out = reinterpret_cast<uint16_t*>(vnni_storage.data_ptr<at::BFloat16>());
+    uint16_t pair[2][kPanel];  // rows k and k + 1 of a panel, rounded
+    for (int64_t n0 = 0; n0 < N; n0 += kPanel) {
+      const int64_t width = std::min(kPanel, N - n0);
+      for (int64_t k = 0; k < K2; k += 2) {
+        round_to_bf16(b + k * N + n0, width, pair[0]);
+        if (k + 1 < K) {
+          round_to_bf16(b + (k + 1) * N + n0, width, pair[1]);
+        } else {
+          std::fill_n(pair[1], width, uint16_t(0));
+        }
+        uint16_t* dst = out + n0 * K2 + k * width;  // row pair k / 2 of the panel
+        for (int64_t j = 0; j < width; ++j) {
+          dst[2 * j] = pair[0][j];
+          dst[2 * j + 1] = pair[1][j];
+        }
+      }
+    }
+    ++bf16_packings;
+  }
+
+  bool packed() const { return panels_storage.defined() || vnni_storage.defined(); }
+  int64_t panels() const { return packed() ? (N + kPanel - 1) / kPanel : 1; }
 
   // C (m, N) (+)= A (m, K) B over panels [p0, p1) (all of C without packing).
   void multiply(int64_t m, int64_t p0, int64_t p1, const T* a, int64_t lda, bool add, T* c,
                 int64_t ldc) const {
     if (m == 0) return;
-    if (!panels_storage.defined() && K < kNarrow) {
+    if (!packed() && K < kNarrow) {
       row_updates(m, N, K, a, lda, b, N, add ? T(1) : T(0), c, ldc);
       return;
     }
-    if (!panels_storage.defined()) {
+    if (!packed()) {
       gemm<T>(false, false, m, N, K, T(1), a, lda, b, N, add ? T(1) : T(0), c, ldc);
       return;
     }
-#ifdef CPUBLAS_BRGEMM_F32F32F32
     if constexpr (std::is_same_v<T, float>) {
+      if (vnni_storage.defined()) {
+        multiply_bf16(m, p0, p1, a, lda, add, c, ldc);
+        return;
+      }
+#ifdef CPUBLAS_BRGEMM_F32F32F32
       const float* packed = panels_storage.data_ptr<float>();
       for (int64_t p = p0; p < p1; ++p) {
         const int64_t n0 = p * kPanel, width = std::min(kPanel, N - n0);
@@ -250,6 +384,31 @@ struct PackedWeight {
                                       add || k0 > 0, a + k0, packed + n0 * K + k0 * width,
                                       c + n0, false);
         }
+      }
+#endif
+    }
+  }
+
+  // multiply() on the bfloat16 panels: A's rows rounded to bfloat16 in a per-thread scratch
+  // (K2 wide, the padding column zero). The thread must release_bf16_tiles() afterwards.
+  void multiply_bf16(int64_t m, int64_t p0, int64_t p1, const float* a, int64_t lda, bool add,
+                     float* c, int64_t ldc) const {
+#ifdef CPUBLAS_BRGEMM_BF16BF16F32
+    thread_local std::vector<uint16_t> rows_storage;
+    rows_storage.resize(size_t(m * K2));
+    for (int64_t r = 0; r < m; ++r) {
+      uint16_t* row = rows_storage.data() + r * K2;
+      round_to_bf16(a + r * lda, K, row);
+      if (K2 > K) row[K] = 0;
+    }
+    const auto* rows = reinterpret_cast<const at::BFloat16*>(rows_storage.data());
+    const at::BFloat16* packed = vnni_storage.data_ptr<at::BFloat16>();
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t n0 = p * kPanel, width = std::min(kPanel, N - n0);
+      for (int64_t k0 = 0; k0 < K2; k0 += kDepth) {
+        at::native::cpublas::brgemm(m, width, std::min(kDepth, K2 - k0), K2, width, ldc,
+                                    add || k0 > 0, rows + k0,
+                                    packed + n0 * K2 + k0 * width, c + n0, true);
       }
     }
 #endif

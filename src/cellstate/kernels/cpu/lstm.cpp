@@ -55,7 +55,30 @@ void check_inputs(const Tensor& x, std::initializer_list<const Tensor*> same) {
   }
 }
 
+// bfloat16 products (see PackedWeight): the LSTM's weight matrices w_ih, w_hh (and w_hr) come in
+// bfloat16 with everything else in float32. They are then held in float32 (exactly: bfloat16
+// values) for the float32 kernel, which rounds them back to bfloat16 for its products (gemm.h);
+// true when that is the case, false for matrices of x's dtype, an error for any other mix.
+bool bf16_products(const Tensor& x, LSTMTensors& p) {
+  const bool bf16 = x.scalar_type() == at::kFloat && p.w_hh.scalar_type() == at::kBFloat16;
+  if (!bf16) return false;
+  for (Tensor* w : {&p.w_ih, &p.w_hh, p.w_hr ? &*p.w_hr : nullptr}) {
+    if (w == nullptr) continue;
+    TORCH_CHECK(w->scalar_type() == at::kBFloat16,
+                "cellstate cpu kernel: with bfloat16 products, w_ih, w_hh and w_hr must all be "
+                "bfloat16; got ", w->scalar_type());
+    *w = w->to(at::kFloat);
+  }
+  return true;
+}
+
 }  // namespace
+
+std::vector<int64_t> bf16_product_counts() { return {bf16_packings.load(), bf16_gemms.load()}; }
+
+std::vector<bool> bf16_product_support() {
+  return {bf16_brgemm_works(), bf16_brgemm_works() && gemm_bf16bf16f32_ != nullptr};
+}
 
 // ---- entry points (entry_points.h; bound in bindings.cpp) ----------------------------------
 
@@ -75,18 +98,20 @@ std::pair<Tensor, Tensor> bias_grads(const Tensor& db, bool b_ih, bool b_hh, con
 }  // namespace
 
 std::vector<Tensor> lstm_forward(const LSTMForwardArgs& a) {
-  check_inputs(a.x, {&a.h0, &a.c0, &a.w_ih, &a.w_hh});
   LSTMTensors p = lstm_tensors(a);
+  const bool bf16 = bf16_products(a.x, p);
+  check_inputs(a.x, {&a.h0, &a.c0, &p.w_ih, &p.w_hh});
   return AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "cellstate_lstm_forward", [&] {
     return lstm_forward_impl<scalar_t>(a.x, a.h0, a.c0, p, a.zoneout_h, a.zoneout_c,
                                        a.recurrent_mask, a.lengths, a.forget_gate,
-                                       a.return_states, a.save);
+                                       a.return_states, a.save, bf16);
   });
 }
 
 std::vector<Tensor> lstm_backward(const LSTMBackwardArgs& a) {
-  check_inputs(a.x, {&a.h0, &a.c0, &a.w_ih, &a.w_hh, &a.output, &a.gates, &a.cells});
   LSTMTensors p = lstm_tensors(a);
+  const bool bf16 = bf16_products(a.x, p);
+  check_inputs(a.x, {&a.h0, &a.c0, &p.w_ih, &p.w_hh, &a.output, &a.gates, &a.cells});
   p.b_ih = p.b_hh = std::nullopt;  // backward reads only whether there is a bias
   std::vector<Tensor> grads =
       AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "cellstate_lstm_backward", [&] {
@@ -94,8 +119,13 @@ std::vector<Tensor> lstm_backward(const LSTMBackwardArgs& a) {
             a.d_output, a.d_h_n, a.d_c_n, a.d_records, a.x, a.h0, a.c0, a.output, a.gates,
             a.cells, saved_result(a.c_states), saved_result(a.ln_hw), saved_result(a.ln_stats), p,
             a.b_ih || a.b_hh, a.zoneout_h, a.zoneout_c, a.recurrent_mask, a.lengths,
-            a.forget_gate, a.need_dx);
+            a.forget_gate, a.need_dx, bf16);
       });
+  if (bf16) {  // each gradient in its tensor's dtype: the matrices' in bfloat16
+    for (size_t k : {3, 4, 6}) {
+      if (grads[k].numel()) grads[k] = grads[k].to(at::kBFloat16);
+    }
+  }
   // grads: x, h0, c0, w_ih, w_hh, the bias, w_hr, ...; one result per bias instead
   const auto [db_ih, db_hh] = bias_grads(grads[5], a.b_ih.has_value(), a.b_hh.has_value(), a.x);
   grads[5] = db_ih;

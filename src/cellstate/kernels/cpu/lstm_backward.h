@@ -41,6 +41,7 @@ struct LSTMBackward {
   const T* mask = nullptr;          // (B, P) recurrent dropout, or null
   const int64_t* lengths = nullptr;  // (B), or null
   bool has_bias = false;
+  bool bf16 = false;  // products on bfloat16 operands (PackedWeight, gemm())
   // With a few input features, dW_ih, the bias gradient and dx are a few vectorised passes over
   // each row of d a, done while that row is in cache rather than as narrow GEMMs after a chunk.
   bool row_input_grads = false;
@@ -230,18 +231,18 @@ struct LSTMBackward {
         T* dst = h_in + (t - s0) * B * P;
         for (int64_t k = 0; k < B * P; ++k) dst[k] = src[k] * mask[k % (B * P)];
       }
-      gemm<T>(true, false, G, P, R, T(1), dHW, G, h_in, P, T(1), dw_hh, P);
+      gemm<T>(true, false, G, P, R, T(1), dHW, G, h_in, P, T(1), dw_hh, P, bf16);
     } else {
-      add_recurrent_weight_grad(s0, s1, B, G, P, dHW, h0, output, dw_hh);
+      add_recurrent_weight_grad(s0, s1, B, G, P, dHW, h0, output, dw_hh, bf16);
     }
     if (has_bias && !row_input_grads) add_bias_grad(R, G, dA, ones, db);
-    if (q.w_hr) gemm<T>(true, false, P, H, R, T(1), dHn, P, HH, H, T(1), dw_hr, H);
+    if (q.w_hr) gemm<T>(true, false, P, H, R, T(1), dHn, P, HH, H, T(1), dw_hr, H, bf16);
     if (row_input_grads) return;
     // d(W_ih x): through the input layer norm (its input recomputed: one cheap GEMM)
     const T* dxw = dA;
     const T* x_rows = x + s0 * B * D;
     if (q.ln_ih) {
-      gemm<T>(false, false, R, G, D, T(1), x_rows, D, w_ih_t, G, T(0), xw, G);
+      gemm<T>(false, false, R, G, D, T(1), x_rows, D, w_ih_t, G, T(0), xw, G, bf16);
       at::parallel_for(0, R, 64, [&](int64_t r0, int64_t r1) {
         T* acc = ln_ih_sums->mine();
         for (int64_t r = r0; r < r1; ++r) {
@@ -250,7 +251,8 @@ struct LSTMBackward {
       });
       dxw = xw;
     }
-    add_input_grads(R, G, D, dxw, x_rows, q.w_ih, dw_ih, dx ? dx + s0 * B * D : nullptr);
+    add_input_grads(R, G, D, dxw, x_rows, q.w_ih, dw_ih, dx ? dx + s0 * B * D : nullptr,
+                    bf16);
   }
 };
 
@@ -261,7 +263,8 @@ std::vector<Tensor> lstm_backward_impl(
     const Tensor& output_, const Tensor& gates_, const Tensor& cells_,
     const OptTensor& c_states_, const OptTensor& ln_hw_, const OptTensor& ln_stats_,
     LSTMTensors& tensors, bool has_bias, const OptTensor& zoneout_h, const OptTensor& zoneout_c,
-    const OptTensor& mask_, const OptTensor& lengths_, bool forget_gate, bool need_dx) {
+    const OptTensor& mask_, const OptTensor& lengths_, bool forget_gate, bool need_dx,
+    bool bf16) {
   const Tensor x = x_.contiguous(), h0 = h0_.contiguous(), c0 = c0_.contiguous();
   const Tensor output = output_.contiguous(), gates = gates_.contiguous();
   const Tensor cells = cells_.contiguous();
@@ -313,14 +316,16 @@ std::vector<Tensor> lstm_backward_impl(
 
   ThreadSums<T> peep_sums(3 * H), ln_hh_sums(G), ln_c_sums(2 * H), ln_ih_sums(G);
   ThreadSums<T> input_sums(row_input_grads ? (D + 1) * G : 0);
-  const Schedule schedule(B, G * P, G * P + (proj ? H * P : 0) + 40 * H, 40 * H);
-  const PackedWeight<T> w_hh(tensors.w_hh, B);
-  const PackedWeight<T> w_hr = proj ? PackedWeight<T>(*tensors.w_hr, B) : PackedWeight<T>();
+  const Schedule schedule(B, G * P, G * P + (proj ? H * P : 0) + 40 * H, 40 * H, bf16);
+  const PackedWeight<T> w_hh(tensors.w_hh, B, bf16);
+  const PackedWeight<T> w_hr =
+    proj ? PackedWeight<T>(*tensors.w_hr, B, bf16) : PackedWeight<T>();
 
   LSTMBackward<T> backward{s, q, schedule, w_hh, w_hr, zh, zc};
   backward.mask = ptr<T>(mask_c);
   backward.lengths = lengths_c ? lengths_c->data_ptr<int64_t>() : nullptr;
   backward.has_bias = has_bias;
+  backward.bf16 = bf16;
   backward.row_input_grads = row_input_grads;
   backward.x = x.data_ptr<T>();
   backward.h0 = h0.data_ptr<T>();

@@ -214,7 +214,7 @@ std::vector<Tensor> lstm_forward_impl(const Tensor& x_, const Tensor& h0, const 
                                       LSTMTensors& tensors, const OptTensor& zoneout_h,
                                       const OptTensor& zoneout_c, const OptTensor& mask_,
                                       const OptTensor& lengths_, bool forget_gate,
-                                      bool return_states, bool save) {
+                                      bool return_states, bool save, bool bf16) {
   const Tensor x = x_.contiguous();
   const LSTMShape s = lstm_shape(x, tensors.w_ih, tensors.w_hh, forget_gate);
   const auto [T_, B, D, H, P, G] = std::tuple{s.T, s.B, s.D, s.H, s.P, s.G};
@@ -243,10 +243,12 @@ std::vector<Tensor> lstm_forward_impl(const Tensor& x_, const Tensor& h0, const 
   Tensor h_new_buf = empty_like_shape(x, {B, P});
   Tensor h_in_buf = mask ? empty_like_shape(x, {B, P}) : none_tensor(x);
 
-  const Schedule schedule(B, G * (D + P), G * (D + P) + (proj ? H * P : 0) + 20 * H, 20 * H);
-  const PackedWeight<T> w_ih_t(weights.w_ih_t, B);
-  const PackedWeight<T> w_hh_t(weights.w_hh_t, B);
-  const PackedWeight<T> w_hr_t = proj ? PackedWeight<T>(weights.w_hr_t, B) : PackedWeight<T>();
+  const Schedule schedule(B, G * (D + P), G * (D + P) + (proj ? H * P : 0) + 20 * H, 20 * H,
+                          bf16);
+  const PackedWeight<T> w_ih_t(weights.w_ih_t, B, bf16);
+  const PackedWeight<T> w_hh_t(weights.w_hh_t, B, bf16);
+  const PackedWeight<T> w_hr_t =
+    proj ? PackedWeight<T>(weights.w_hr_t, B, bf16) : PackedWeight<T>();
   with_cell(forget_gate, q.w_ci != nullptr, [&](auto FG_, auto PEEP_) {
     T* h_p = h_n.data_ptr<T>();
     T* h_new_p = h_new_buf.data_ptr<T>();

@@ -13,7 +13,9 @@ Each op's arguments, results, saved tensors and backward arguments follow from i
 the same order (``entry_points.h``, compared by tests/kernels/test_opcheck.py).
 
 A backward run with create_graph=True is itself differentiable (``_with_second_order``);
-bfloat16 and float16 run in float32 between casts (``_in_float32``).
+bfloat16 and float16 run in float32 between casts (``_in_float32``). The LSTM's bfloat16 keeps
+its weight matrices in bfloat16: the kernel then runs its matrix products on bfloat16 operands
+with float32 accumulation, as torch.nn.LSTM's bfloat16 (oneDNN) does (``_lstm_in_bf16_products``).
 
 Shapes: T time, B batch, D input, H hidden, P output (proj_size or H), G gate rows (4H or 3H).
 """
@@ -39,7 +41,8 @@ from cellstate.kernels.params import LSTMLayerParams, RNNLayerParams, StepNoise
 from cellstate.kernels.reference import reverse_index, time_gather
 
 KERNEL_DTYPES = (torch.float32, torch.float64)  # what the C++ computes in
-HALF_DTYPES = (torch.bfloat16, torch.float16)  # stored in half precision, computed in float32
+BF16 = torch.bfloat16
+HALF_DTYPES = (BF16, torch.float16)  # stored in half precision, computed in float32
 LN_STATS = 5  # per row: mean and rstd of W_ih x, rstd of W_hh h, mean and rstd of c
 
 
@@ -82,6 +85,25 @@ def _in_float32(layer, x: Tensor, *args, **kwargs):
     states throughout the sequence. Gradients come back through the casts in each dtype."""
     results = layer(x.float(), *_converted(args, HALF_DTYPES, torch.float32), **kwargs)
     return _converted(results, (torch.float32,), x.dtype)
+
+
+PRODUCT_WEIGHTS = ("w_ih", "w_hh", "w_hr")  # the LSTM's matrices
+# Whether bfloat16 LSTMs run their products on bfloat16 operands (else in float32, as float16)
+BF16_PRODUCTS = True
+
+
+def _lstm_in_bf16_products(x: Tensor, h0: Tensor, c0: Tensor, p: LSTMLayerParams, *args):
+    """lstm_layer on bfloat16 x and matrices as oneDNN's bfloat16 LSTM runs it: the matrix
+    products (per step, and the backward's over the whole sequence) on bfloat16 operands with
+    float32 accumulation; everything else (states, gates, cell math, gradient sums) in
+    float32. The matrices reach the kernel in bfloat16, all else through _in_float32; without a
+    bfloat16 brgemm on this CPU, the kernel multiplies the same values in float32."""
+    matrices = {n: getattr(p, n) for n in PRODUCT_WEIGHTS if getattr(p, n) is not None}
+
+    def layer(x, h0, c0, p_float32, *rest):
+        return lstm_layer(x, h0, c0, dataclasses.replace(p_float32, **matrices), *rest)
+
+    return _in_float32(layer, x, h0, c0, p, *args)
 
 
 def _with_second_order(grads, inputs, grad_outputs, recompute):
@@ -251,6 +273,8 @@ def _lstm_backward(ctx, *grads, kernel=lstm_backward):
 def _lstm_reference(s: dict, forget_gate: bool) -> tuple[Tensor | None, ...]:
     """The reference forward of the saved inputs: output, h_n, c_n and the records
     (5, T, B, H), as lstm_forward returns them."""
+    # (bfloat16 matrices with bfloat16 products: the reference in float32 on the same values)
+    s = _converted(s, (torch.bfloat16,), s["x"].dtype)
     p = LSTMLayerParams(**{n: s[n] for n in LSTM_PARAMS}, forget_gate=forget_gate)
     noise = StepNoise(**{n: s[n] for n in NOISE})
     output, h_n, c_n, states = reference.lstm_layer(
@@ -301,6 +325,9 @@ def lstm_layer(
         raise NotImplementedError(reason)
     if x.shape[1] == 0:  # an empty batch: nothing to fuse; the reference gives torch's shapes
         return reference.lstm_layer(x, h0, c0, p, noise, lengths, reverse, return_states)
+    matrices = [getattr(p, n) for n in PRODUCT_WEIGHTS if getattr(p, n) is not None]
+    if BF16_PRODUCTS and x.dtype == BF16 and all(w.dtype == BF16 for w in matrices):
+        return _lstm_in_bf16_products(x, h0, c0, p, noise, lengths, reverse, return_states)
     if x.dtype in HALF_DTYPES:
         return _in_float32(lstm_layer, x, h0, c0, p, noise, lengths, reverse, return_states)
     noise = noise or StepNoise()

@@ -130,13 +130,16 @@ struct Schedule {
   bool per_step;
   int64_t grain;       // rows per task when each thread runs whole recurrences
   int64_t step_grain;  // rows per task for the row-wise math of one step
+  bool bf16;           // bfloat16 products: each thread releases its AMX tiles after them
 
   // weights: elements of the recurrent weight matrix; row_work, step_row_work: rough cost of one
   // row of one step, with and without its GEMM.
-  Schedule(int64_t B, int64_t weights, int64_t row_work, int64_t step_row_work)
+  Schedule(int64_t B, int64_t weights, int64_t row_work, int64_t step_row_work,
+           bool bf16_products = false)
       : per_step(weights > kL2Weights && at::get_num_threads() > 1 && !at::in_parallel_region()),
         grain(B * row_work >= 32768 ? 1 : B),
-        step_grain(B * step_row_work >= 32768 ? 1 : B) {}
+        step_grain(B * step_row_work >= 32768 ? 1 : B),
+        bf16(bf16_products) {}
 
   // C (rows b0..b1) (+)= A (rows b0..b1) W, for a and c at row 0: per step, W's panels are
   // split across threads (or BLAS threads the GEMM); otherwise the caller's thread does it all.
@@ -148,6 +151,7 @@ struct Schedule {
     if (per_step && w.panels() > 1) {
       at::parallel_for(0, w.panels(), 1, [&](int64_t p0, int64_t p1) {
         w.multiply(b1 - b0, p0, p1, a_rows, lda, add, c_rows, ldc);
+        if (bf16) release_bf16_tiles();
       });
     } else {
       w.multiply(b1 - b0, 0, w.panels(), a_rows, lda, add, c_rows, ldc);
@@ -165,6 +169,7 @@ struct Schedule {
       at::parallel_for(0, w1.panels(), 1, [&](int64_t p0, int64_t p1) {
         w1.multiply(m, p0, p1, a1 + b0 * lda1, lda1, false, c_rows, ldc);
         w2.multiply(m, p0, p1, a2 + b0 * lda2, lda2, true, c_rows, ldc);
+        if (bf16) release_bf16_tiles();
       });
     } else {
       gemm(b0, b1, w1, a1, lda1, false, c, ldc);
@@ -173,7 +178,8 @@ struct Schedule {
   }
 
   // body(b0, b1, rows) runs the steps for rows [b0, b1); rows(r0, r1, f) runs f(b) for each row
-  // b in [r0, r1) (per step: split across threads).
+  // b in [r0, r1) (per step: split across threads). Each thread releases its tiles at the end;
+  // per step, the threads of gemm() and gemm_sum() release theirs after each product.
   template <typename Body>
   void run(int64_t B, Body&& body) const {
     auto each = [](int64_t r0, int64_t r1, auto& f) {
@@ -184,9 +190,11 @@ struct Schedule {
       body(int64_t(0), B, [g, each](int64_t r0, int64_t r1, auto&& f) {
         at::parallel_for(r0, r1, g, [&](int64_t c0, int64_t c1) { each(c0, c1, f); });
       });
+      if (bf16) release_bf16_tiles();  // after its products of a single panel
     } else {
       at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
         body(b0, b1, [each](int64_t r0, int64_t r1, auto&& f) { each(r0, r1, f); });
+        if (bf16) release_bf16_tiles();
       });
     }
   }

@@ -1,0 +1,190 @@
+"""bfloat16 on the CPU kernel with bfloat16 products: the LSTM's matrix products on bfloat16
+operands with float32 accumulation (per-step products on packed weights, the backward's
+whole-sequence products), everything else in float32, as torch.nn.LSTM's bfloat16 (oneDNN) does.
+
+Shapes are large enough that the kernel packs its weights (tiny products stay in float32), and
+each test checks through the kernel's counters that the bfloat16 products ran (where this CPU
+runs them: elsewhere, that they did not, the same values being multiplied in float32). Results are
+compared with the float32 reference on the same bfloat16 values and with torch.nn.LSTM in
+bfloat16, within the bfloat16 tolerance of tests/differential.py scaled to each tensor's size.
+"""
+
+import copy
+
+import pytest
+import torch
+
+import cellstate
+from cellstate.kernels.cpu import build
+from cellstate.kernels.cpu import ops as cpu
+from cellstate.kernels.params import LSTMLayerParams
+from tests.differential import scaled_tolerance
+from tests.kernels.test_cpu_modules import LSTM_VARIANTS as CPU_MODULE_VARIANTS
+from tests.kernels.test_half_precision import _results as half_precision_results
+
+BF16 = torch.bfloat16
+T, B, D, H = 5, 8, 24, 48
+LENGTHS = (5, 2, 4, 5, 1, 3, 5, 4)
+VARIANTS = {
+    **{name: kwargs for name, kwargs in CPU_MODULE_VARIANTS.items() if "proj_size" not in kwargs},
+    "proj": {"proj_size": 24},
+    "everything": {**CPU_MODULE_VARIANTS["everything"], "proj_size": 24},
+    "stacked": {"num_layers": 2, "bidirectional": True, "proj_size": 24},
+}
+
+
+def _counts() -> tuple[int, int]:
+    """(weights packed for bfloat16 per-step products, whole-sequence bfloat16 products)."""
+    packed, gemms = build.load().bf16_product_counts()
+    return packed, gemms
+
+
+def _assert_ran(before: tuple[int, int], whole_sequence: bool = True):
+    """The per-step (and whole-sequence) bfloat16 products ran since before, where this CPU and
+    torch build support them; where not, that none did."""
+    after = _counts()
+    per_step_support, gemm_support = build.load().bf16_product_support()
+    assert (after[0] > before[0]) == per_step_support, "bfloat16 per-step products"
+    if whole_sequence:
+        assert (after[1] > before[1]) == gemm_support, "bfloat16 whole-sequence products"
+
+
+def _results(module, x, packed: bool):
+    """Labelled outputs and gradients (test_half_precision's), packed to LENGTHS."""
+    return half_precision_results(module, x, packed, lengths=LENGTHS)
+
+
+def _assert_close(ours, expected):
+    for (name, a), (_, b) in zip(ours, expected, strict=True):
+        assert a.dtype == (torch.int64 if b.dtype == torch.int64 else BF16), name
+        tol = scaled_tolerance(BF16, b.float())
+        torch.testing.assert_close(a.float(), b.float(), **tol, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["tensor", "packed"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_bf16_products_match_float32_reference(variant, packed, monkeypatch):
+    """Against the float32 reference on the same values; with recurrent dropout against the
+    kernel's float32 products instead: its mask is drawn with a bfloat16 keep probability
+    (layers/lstm.py), so a float32 module drops other units."""
+    torch.manual_seed(0)
+    module = cellstate.LSTM(D, H, backend="cpu", **VARIANTS[variant]).to(BF16)
+    x = torch.randn(T, B, D).to(BF16)
+    reference = copy.deepcopy(module).float()
+    reference.backend = "reference"
+    before = _counts()
+    ours = _results(module, x, packed)
+    _assert_ran(before)
+    if VARIANTS[variant].get("recurrent_dropout"):
+        monkeypatch.setattr(cpu, "BF16_PRODUCTS", False)
+        module.zero_grad(set_to_none=True)
+        after = _counts()
+        _assert_close(ours, _results(module, x, packed))
+        assert _counts() == after, "BF16_PRODUCTS = False ran bfloat16 products"
+    else:
+        _assert_close(ours, _results(reference, x.float(), packed))
+
+
+def test_bf16_products_with_a_few_input_features():
+    """D < 16: the input projection and its gradients stay per-row float32 passes (exact on
+    bfloat16 values); the recurrent products are bfloat16."""
+    module = cellstate.LSTM(3, H, backend="cpu", layer_norm=True).to(BF16)
+    x = torch.randn(T, B, 3).to(BF16)
+    reference = copy.deepcopy(module).float()
+    reference.backend = "reference"
+    before = _counts()
+    ours = _results(module, x, packed=False)
+    _assert_ran(before, whole_sequence=False)
+    _assert_close(ours, _results(reference, x.float(), packed=False))
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["tensor", "packed"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"proj_size": 24}, {"num_layers": 2, "bidirectional": True}],
+    ids=["plain", "proj", "stacked"],
+)
+def test_bf16_products_match_torch_bf16(kwargs, packed):
+    """Against torch.nn.LSTM in bfloat16 (oneDNN: bfloat16 products, float32 accumulation) with
+    the same weights."""
+    torch.manual_seed(0)
+    theirs = torch.nn.LSTM(D, H, **kwargs).to(BF16)
+    ours = cellstate.LSTM(D, H, backend="cpu", **kwargs).to(BF16)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(T, B, D).to(BF16)
+    before = _counts()
+    results = _results(ours, x, packed)
+    _assert_ran(before)
+    _assert_close(results, _results(theirs, x, packed))
+
+
+def test_float32_and_float64_run_no_bf16_products():
+    for dtype in (torch.float32, torch.float64):
+        module = cellstate.LSTM(D, H, backend="cpu", proj_size=24).to(dtype)
+        before = _counts()
+        _results(module, torch.randn(T, B, D, dtype=dtype), packed=False)
+        assert _counts() == before, dtype
+
+
+def test_bf16_products_need_every_matrix_in_bf16():
+    """The kernel takes bfloat16 matrices with float32 x as the request for bfloat16 products;
+    any other mix is an error that says so."""
+    G = 4 * H
+    p = LSTMLayerParams(w_ih=torch.randn(G, D), w_hh=torch.randn(G, H).to(BF16))
+    with pytest.raises(RuntimeError, match="w_ih, w_hh and w_hr must all be bfloat16"):
+        cpu.lstm_layer(torch.randn(T, B, D), torch.zeros(B, H), torch.zeros(B, H), p)
+
+
+def test_bf16_products_second_order_gradients():
+    """create_graph=True through bfloat16 products: the gradient is the kernel's, its graph the
+    float32 reference's on the same values (kernels/cpu/ops.py, _with_second_order)."""
+    torch.manual_seed(0)
+    module = cellstate.LSTM(D, H, backend="cpu").to(BF16)
+    reference = copy.deepcopy(module).float()
+    reference.backend = "reference"
+    x = torch.randn(T, B, D).to(BF16)
+
+    def penalty(m, x):
+        x = x.detach().clone().requires_grad_()
+        (gx,) = torch.autograd.grad(m(x)[0].float().pow(2).sum(), x, create_graph=True)
+        gx.float().pow(2).sum().backward()
+        return [(f"grad {n}", p.grad) for n, p in m.named_parameters()]
+
+    before = _counts()
+    ours = penalty(module, x)
+    _assert_ran(before)
+    _assert_close(ours, [(n, g.to(BF16)) for n, g in penalty(reference, x.float())])
+
+
+def test_bf16_products_under_torch_compile():
+    """torch.compile(fullgraph=True) records the custom ops with bfloat16 matrices (their fake
+    implementations give bfloat16 weight gradients) and gives eager's results exactly."""
+    torch.manual_seed(0)
+    module = cellstate.LSTM(D, H, backend="cpu").to(BF16)
+    x = torch.randn(T, B, D).to(BF16)
+    eager = _results(module, x, packed=False)
+    module.zero_grad(set_to_none=True)
+    before = _counts()
+    compiled = _results(torch.compile(module, fullgraph=True), x, packed=False)
+    _assert_ran(before)
+    for (name, a), (_, b) in zip(compiled, eager, strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+
+
+def test_bf16_products_on_the_per_step_schedule():
+    """Weights beyond a core's L2 (G (D + P) > 2^18): the steps run in order, each product's
+    panels split across two threads, each releasing its AMX tiles after its share."""
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        module = cellstate.LSTM(20, 300, backend="cpu").to(BF16)
+        x = torch.randn(T, B, 20).to(BF16)
+        reference = copy.deepcopy(module).float()
+        reference.backend = "reference"
+        before = _counts()
+        ours = _results(module, x, packed=True)
+        _assert_ran(before)
+        _assert_close(ours, _results(reference, x.float(), packed=True))
+    finally:
+        torch.set_num_threads(threads)
