@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from cellstate.kernels import reference
+from cellstate.kernels import capture, reference
 from cellstate.kernels.cpu import build
 from cellstate.kernels.description import (
     LENGTHS_ARG,
@@ -326,7 +326,9 @@ def lstm_layer(
     if x.shape[1] == 0:  # an empty batch: nothing to fuse; the reference gives torch's shapes
         return reference.lstm_layer(x, h0, c0, p, noise, lengths, reverse, return_states)
     matrices = [getattr(p, n) for n in PRODUCT_WEIGHTS if getattr(p, n) is not None]
-    if BF16_PRODUCTS and x.dtype == BF16 and all(w.dtype == BF16 for w in matrices):
+    # An ONNX graph has no bfloat16 LSTM (onnxruntime refuses one): it computes in float32.
+    bf16_products = BF16_PRODUCTS and not capture.onnx_exporting()
+    if bf16_products and x.dtype == BF16 and all(w.dtype == BF16 for w in matrices):
         return _lstm_in_bf16_products(x, h0, c0, p, noise, lengths, reverse, return_states)
     if x.dtype in HALF_DTYPES:
         return _in_float32(lstm_layer, x, h0, c0, p, noise, lengths, reverse, return_states)
