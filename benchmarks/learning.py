@@ -156,6 +156,10 @@ def collect(out: Path) -> list[dict]:
                 )
             else:
                 continue
+            if metrics.is_file() and metrics.read_text().strip():  # copy: the last evaluation's
+                last = json.loads(metrics.read_text().splitlines()[-1])
+                if "symbol_error" in last:
+                    row["symbol_error"] = last["symbol_error"]
             memory = run_dir / "peak_memory.json"
             row["peak_rss_mb"] = (
                 json.loads(memory.read_text())["peak_rss_mb"] if memory.is_file() else None
@@ -165,7 +169,8 @@ def collect(out: Path) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown: per cell the paper's figure and each seed's sequences to solve."""
+    """Markdown: per cell the paper's figure and each seed's sequences to solve (and, for copy,
+    the symbol error on the copied part at the last evaluation)."""
     lines = [
         "| cell | paper | seed: sequences to solve (test wrong) | solved | seconds "
         "| peak MB | command (`cellstate train` ... `--seed S`) |",
@@ -179,6 +184,8 @@ def table(rows: list[dict]) -> str:
         parts = []
         for r in sorted(runs, key=lambda r: r["seed"]):
             wrong = f"{r['wrong']}/{r['test_size']}" if r.get("test_size") else r["wrong"]
+            if "symbol_error" in r:
+                wrong += f", symbol error {100 * r['symbol_error']:.1f}%"
             if r["solved"]:
                 parts.append(f"s{r['seed']}: **{r['sequences']:,}** ({wrong})")
             elif r["finished"]:

@@ -301,3 +301,16 @@ def test_copy_memoryless_baseline() -> None:
     expected = 10 * math.log(8) / (gap + 20)
     torch.testing.assert_close(float(task.loss(logits, batch)), expected)
     assert task.baseline_loss == pytest.approx(expected)
+
+
+def test_copy_symbol_error_counts_the_copied_part_only() -> None:
+    gap = 5
+    task, batch = draw("copy", gap, 4)
+    logits = torch.nn.functional.one_hot(batch.targets, 9).float()  # (T + 20, B, 9): all right
+    assert task.test_metrics(logits, batch) == {"symbol_error": 0.0}
+    logits[0, :, :] = torch.tensor([0.0, 1.0] + [0.0] * 7)  # blank part wrong: not counted
+    logits[-1, 0, :] = 0.0
+    logits[-1, 0, (int(batch.targets[-1, 0]) % 8) + 1] = 1.0  # one copied symbol of 40 wrong
+    assert task.test_metrics(logits, batch) == {"symbol_error": pytest.approx(1 / 40)}
+    assert task.test_metric_names == ("symbol_error",)
+    assert draw("adding", 20, 4)[0].test_metrics(torch.zeros(20, 4, 1), batch) == {}

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from cellstate.training.config import (
+    DEFAULT_LR,
     ModelConfig,
     RunConfig,
     TaskConfig,
@@ -89,3 +90,11 @@ def test_default_test_set_is_the_one_the_papers_criterion_uses():
     assert sizes == {"two-sequence": 256, "reber": 256, "multiplication": 2560, "adding": 2560}
     given = RunConfig(TaskConfig("two-sequence"), training=TrainingConfig(test_size=2560))
     assert given.training.test_size == 2560
+
+
+def test_measured_per_task_defaults_and_explicit_flags_win():
+    lr = {name: RunConfig(TaskConfig(name)).training.lr for name in ("adding", "two-sequence")}
+    assert lr == {"adding": DEFAULT_LR, "two-sequence": 0.1}
+    given = RunConfig(TaskConfig("two-sequence"), training=TrainingConfig(lr=0.01))
+    assert given.training.lr == 0.01
+    assert RunConfig(TaskConfig("two-sequence")).training.batch_size == 32

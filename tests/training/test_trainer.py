@@ -86,3 +86,16 @@ def test_sigint_mid_run_then_resume_equals_uninterrupted(tmp_path):
     assert result["sequences"] == budget, resumed.stdout
     whole = Trainer(_config(budget), progress=False).run()
     assert result["params_sha256"] == whole.params_sha256
+
+
+def test_copy_logs_the_symbol_error_of_the_copied_part(tmp_path):
+    config = RunConfig(
+        TaskConfig("copy", 5),
+        ModelConfig(hidden=4),
+        TrainingConfig(**{**TINY, "max_sequences": 96}),
+    )
+    Trainer(config, tmp_path, progress=False).run()
+    line = json.loads(open(tmp_path / "metrics.jsonl").readline())
+    assert 0.5 < line["symbol_error"] <= 1.0  # an untrained model: about chance, 7/8
+    Trainer(_config(96), tmp_path / "adding", progress=False).run()
+    assert "symbol_error" not in json.loads(open(tmp_path / "adding" / "metrics.jsonl").readline())

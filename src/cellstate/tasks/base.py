@@ -71,6 +71,14 @@ class Task(ABC):
     def criterion(self) -> StoppingCriterion:
         """The paper's stopping criterion for this task."""
 
+    # Names of the extra test metrics `test_metrics` returns (the trainer logs them).
+    test_metric_names: ClassVar[tuple[str, ...]] = ()
+
+    def test_metrics(self, outputs: Tensor, batch: Batch) -> dict[str, float]:
+        """Extra metrics of `outputs` (T, B, O) on a test batch, each a mean over the batch's
+        sequences, keyed by `test_metric_names`; none by default."""
+        return {}
+
     @property
     def paper_sequences(self) -> int | None:
         """Training sequences the 1997 paper (or the cited successor) needed at this setting, or

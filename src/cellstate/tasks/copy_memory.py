@@ -28,7 +28,8 @@ class CopyTask(Task):
     Loss: cross-entropy averaged over every step, as in the modern papers; a memoryless model
     scores 10 log(8) / (T + 20) (`baseline_loss`).
     Correct (cellstate's rule, none was published): the argmax is the target at every step.
-    Criterion (cellstate's choice): 2000 successive sequences correct.
+    Criterion (cellstate's choice): 2000 successive sequences correct. Test metric: the symbol
+    error on the copied part (`test_metrics`), the measure the modern papers report.
 
     Example (T = 3, with 3 data symbols instead of 10 to fit): input 5 2 7 0 0 9 0 0 0,
     target 0 0 0 0 0 0 5 2 7.
@@ -76,3 +77,12 @@ class CopyTask(Task):
     @property
     def criterion(self) -> StoppingCriterion:
         return StoppingCriterion("window", window=2000)
+
+    test_metric_names = ("symbol_error",)
+
+    def test_metrics(self, outputs: Tensor, batch: Batch) -> dict[str, float]:
+        """symbol_error: the fraction of the 10 copied symbols whose argmax is wrong (the modern
+        papers' accuracy measure; chance is 7/8)."""
+        self._check_outputs(outputs, batch)
+        wrong = outputs[-N_COPY:].argmax(dim=2) != batch.targets[-N_COPY:]  # (10, B)
+        return {"symbol_error": float(wrong.float().mean())}

@@ -27,8 +27,13 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_TEST_SIZE = 2560  # the 1997 paper's test set for adding, multiplication, temporal order
 # Measured exceptions (RESULTS.md): Reber's strings are short and its criterion needs many
 # updates, so smaller batches and a larger step solve it in fewer sequences (3/3 seeds under
-# the paper's 8,440 against 0/3 with the general defaults).
-TASK_DEFAULTS: dict[str, dict[str, float | int]] = {"reber": {"lr": 0.03, "batch_size": 16}}
+# the paper's 8,440 against 0/3 with the general defaults). Two-sequence: at lr 0.01 every seed
+# settles on a model that misclassifies the same few test sequences (noise against the class
+# right after the signal); lr 0.1 reached 0 of 10,240 wrong on 6/6 seeds within 6,016.
+TASK_DEFAULTS: dict[str, dict[str, float | int]] = {
+    "reber": {"lr": 0.03, "batch_size": 16},
+    "two-sequence": {"lr": 0.1},
+}
 
 
 @dataclass(frozen=True)

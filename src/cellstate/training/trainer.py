@@ -267,7 +267,8 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Loss and wrong count on the fixed held-out set (regenerated from `test_seed`).
+        """Loss, wrong count and the task's `test_metrics` on the fixed held-out set (regenerated
+        from `test_seed`).
 
         Under DDP each rank scores every size-th chunk and the counts are summed.
         """
@@ -276,6 +277,7 @@ class Trainer:
         chunk = self._test_chunk()
         self.model.eval()
         wrong, loss_sum, index, start = 0, 0.0, 0, 0
+        extra = dict.fromkeys(self.task.test_metric_names, 0.0)  # sums over sequences
         while start < t.test_size:
             size = min(chunk, t.test_size - start)
             batch = self.task.batch(size, generator)
@@ -284,6 +286,8 @@ class Trainer:
                 outputs = self.model(batch.inputs.to(self.model.head.weight.dtype))
                 wrong += int((~self.task.correct(outputs, batch)).sum())
                 loss_sum += float(self.task.loss(outputs, batch)) * size
+                for name, value in self.task.test_metrics(outputs, batch).items():
+                    extra[name] += value * size
             start += size
             index += 1
         self.model.train()
@@ -293,6 +297,10 @@ class Trainer:
             "test_loss": loss_sum / t.test_size,
             "wrong": wrong,
             "test_error": wrong / t.test_size,
+            **{
+                name: sum_scalar(total, self.world, self.device) / t.test_size
+                for name, total in extra.items()
+            },
         }
 
     def _test_chunk(self) -> int:
@@ -332,6 +340,7 @@ class Trainer:
             bar.write(
                 f"{self.monitor.sequences:>9} seq  loss {line['train_loss'] or 0:.4f}  "
                 f"test wrong {test['wrong']}/{self.config.training.test_size}"
+                + "".join(f"  {name} {test[name]:.4f}" for name in self.task.test_metric_names)
             )
         return line
 
