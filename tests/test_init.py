@@ -1,10 +1,12 @@
-"""Initialisers: forget bias, chrono, orthogonal."""
+"""Initialisers: forget bias, chrono, input-gate weights, orthogonal."""
 
 import math
 
+import pytest
 import torch
 
 import cellstate
+from cellstate.init import input_gate_weights_
 
 
 def test_forget_bias_is_an_offset_on_the_forget_block_only():
@@ -49,3 +51,20 @@ def test_reset_parameters_reapplies_the_variant_init():
     assert (lstm.bias_ih_l0[4:8] > 4).all() and (lstm.bias_ih_l0[:4].abs() <= 0.5).all()
     assert torch.equal(lstm.layer_norm_ih_l0, torch.ones(16))
     assert torch.equal(lstm.layer_norm_c_bias_l0, torch.zeros(4))
+
+
+def test_input_gate_weights_draw_only_the_input_gate_rows():
+    torch.manual_seed(0)
+    lstm = cellstate.LSTM(3, 64, init="chrono", t_max=100)
+    weight = lstm.weight_ih_l0.detach().clone()
+    input_gate_weights_(weight, 64, 2.0)
+    gate = weight[:64]
+    # U(-2, 2) over 192 draws: outside torch's bound 1/8 nearly everywhere, inside 2 everywhere.
+    assert gate.abs().max() <= 2.0 and gate.abs().max() > 1.9
+    assert (gate.abs() > 0.125).float().mean() > 0.8
+    assert torch.equal(weight[64:], lstm.weight_ih_l0[64:])  # f, g, o rows untouched
+
+
+def test_input_gate_weights_reject_a_non_positive_bound():
+    with pytest.raises(ValueError, match="bound must be positive"):
+        input_gate_weights_(torch.zeros(8, 2), 2, 0.0)

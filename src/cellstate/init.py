@@ -45,6 +45,24 @@ def chrono_(
 
 
 @torch.no_grad()
+def input_gate_weights_(
+    weight_ih: Tensor, hidden_size: int, bound: float, generator: torch.Generator | None = None
+) -> Tensor:
+    """Draw the input gate's input weights (the first H rows of a (4H, D) weight_ih) from
+    U(-bound, bound).
+
+    With chrono's closed input gates (b_i = -log u, so i = e^{w x} / u) a unit writes e^{w x}
+    times more at an input x than on average: torch's bound 1/sqrt(H) (0.18 at H = 32) makes
+    every unit nearly unselective at first, a bound of 1 or more lets some units start by
+    favouring, e.g., a marker input (RESULTS.md, adding T = 10,000).
+    """
+    if not bound > 0:
+        raise ValueError(f"bound must be positive for the input-gate weights, got {bound}")
+    weight_ih[:hidden_size].uniform_(-bound, bound, generator=generator)
+    return weight_ih
+
+
+@torch.no_grad()
 def orthogonal_recurrent_(weight_hh: Tensor, num_gates: int) -> Tensor:
     """Make each gate's (H, P) block of a (num_gates*H, P) recurrent weight (semi-)orthogonal:
     the recurrent Jacobian then neither shrinks nor grows signals at initialisation."""

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from cellstate.training.config import (
+    DEFAULT_INPUT_GATE_BOUND,
     DEFAULT_LR,
     ModelConfig,
     RunConfig,
@@ -26,6 +27,8 @@ from cellstate.training.config import (
         (lambda: ModelConfig(kind="rnn", init="chrono"), "model.init"),
         (lambda: ModelConfig(init="default", t_max=100.0), "model.t_max"),
         (lambda: ModelConfig(t_max=1.0), "model.t_max"),
+        (lambda: ModelConfig(input_gate_bound=0.0), "model.input_gate_bound"),
+        (lambda: ModelConfig(kind="rnn", input_gate_bound=1.0), "model.input_gate_bound"),
         (lambda: ModelConfig(output="tanh"), "model.output"),
         (lambda: ModelConfig(dtype="float16"), "model.dtype"),
         (lambda: TrainingConfig(optimizer="rmsprop"), "training.optimizer"),
@@ -63,6 +66,16 @@ def test_defaults_are_valid_and_resolved():
     assert config.model.init == "chrono"
     assert config.model.t_max == resolve_t_max(config.task.build()) == 140.0
     assert ModelConfig(kind="rnn").init == "default"
+    assert config.model.input_gate_bound == DEFAULT_INPUT_GATE_BOUND
+    assert ModelConfig(init="default").input_gate_bound is None  # torch's init, untouched
+
+
+def test_a_config_from_before_input_gate_bound_reads_back_as_torchs_bound():
+    data = RunConfig(TaskConfig("adding", 100), ModelConfig(hidden=16)).to_dict()
+    del data["model"]["input_gate_bound"]
+    assert RunConfig.from_dict(data).model.input_gate_bound == 0.25  # 1/sqrt(16)
+    data["model"].update(init="default", t_max=None)
+    assert RunConfig.from_dict(data).model.input_gate_bound is None
 
 
 def test_round_trip_through_dict():

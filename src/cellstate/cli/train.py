@@ -20,6 +20,7 @@ from cellstate.cli.flags import Flag, add_flags, flag_values
 from cellstate.training.config import (
     BACKENDS,
     DEFAULT_BATCH_SIZE,
+    DEFAULT_INPUT_GATE_BOUND,
     DEFAULT_LR,
     DEFAULT_TEST_SIZE,
     DEVICES,
@@ -56,6 +57,11 @@ MODEL_FLAGS = (
     Flag("init", "weight initialisation", choices=INITS, shown="chrono (LSTM), default (RNN)"),
     Flag("t_max", "chrono initialisation's T_max", shown="the task's longest lag"),
     Flag("forget_bias", "LSTM forget-gate bias at init (not with chrono, which sets it)"),
+    Flag(
+        "input_gate_bound",
+        "LSTM input gate's input weights ~ U(-bound, bound) at init",
+        shown=f"{DEFAULT_INPUT_GATE_BOUND:g} with chrono, else torch's 1/sqrt(H)",
+    ),
     Flag(
         "output",
         "the head: sigmoid, linear, or auto (sigmoid for MSE tasks, linear for cross-entropy)",

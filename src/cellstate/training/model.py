@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 import cellstate
+from cellstate.init import input_gate_weights_
 from cellstate.tasks import CopyTask, Task
 from cellstate.training.config import ModelConfig
 
@@ -32,6 +33,10 @@ class SequenceModel(nn.Module):
                 forget_bias=config.forget_bias,
                 backend=config.backend,
             )
+            if config.input_gate_bound is not None:
+                for name, weight in self.recurrent.named_parameters():
+                    if name.startswith("weight_ih"):
+                        input_gate_weights_(weight, H, config.input_gate_bound)
         else:
             self.recurrent = cellstate.RNN(D, H, dtype=dtype, backend=config.backend)
             if config.init == "orthogonal":
