@@ -15,7 +15,9 @@ the same order (``entry_points.h``, compared by tests/kernels/test_opcheck.py).
 A backward run with create_graph=True is itself differentiable (``_with_second_order``);
 bfloat16 and float16 run in float32 between casts (``_in_float32``). The LSTM's bfloat16 keeps
 its weight matrices in bfloat16: the kernel then runs its matrix products on bfloat16 operands
-with float32 accumulation, as torch.nn.LSTM's bfloat16 (oneDNN) does (``_lstm_in_bf16_products``).
+with float32 accumulation, as torch.nn.LSTM's bfloat16 (oneDNN) does; in eager mode the kernel
+takes all its bfloat16 tensors as they are and casts the others itself (``lstm.cpp``,
+``in_float32``), under torch.compile and tracing they go through ``_lstm_in_bf16_products``.
 
 Shapes: T time, B batch, D input, H hidden, P output (proj_size or H), G gate rows (4H or 3H).
 """
@@ -97,7 +99,8 @@ def _lstm_in_bf16_products(x: Tensor, h0: Tensor, c0: Tensor, p: LSTMLayerParams
     products (per step, and the backward's over the whole sequence) on bfloat16 operands with
     float32 accumulation; everything else (states, gates, cell math, gradient sums) in
     float32. The matrices reach the kernel in bfloat16, all else through _in_float32; without a
-    bfloat16 brgemm on this CPU, the kernel multiplies the same values in float32."""
+    bfloat16 brgemm on this CPU, the kernel multiplies the same values in float32. (Eager calls
+    skip it: the kernel makes the same casts itself.)"""
     matrices = {n: getattr(p, n) for n in PRODUCT_WEIGHTS if getattr(p, n) is not None}
 
     def layer(x, h0, c0, p_float32, *rest):
