@@ -148,7 +148,8 @@ std::pair<Tensor, Tensor> bias_grads(const Tensor& db, bool b_ih, bool b_hh, con
 std::vector<Tensor> lstm_forward(const LSTMForwardArgs& a) {
   if (a.x.scalar_type() == at::kBFloat16) {
     std::vector<Tensor> results = lstm_forward(in_float32(a));
-    for (size_t k : {0, 1, 2, 3}) results[k] = as_dtype(results[k], at::kBFloat16);  // to c_n, records
+    // output, h_n, c_n, records
+    for (size_t k : {0, 1, 2, 3}) results[k] = as_dtype(results[k], at::kBFloat16);
     return results;
   }
   LSTMTensors p = lstm_tensors(a);
