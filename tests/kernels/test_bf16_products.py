@@ -188,3 +188,35 @@ def test_bf16_products_on_the_per_step_schedule():
         _assert_close(ours, _results(reference, x.float(), packed=True))
     finally:
         torch.set_num_threads(threads)
+
+
+def test_bf16_eager_calls_pass_bf16_to_the_kernel(monkeypatch):
+    """In eager mode the kernel takes x, the states and the vectors in bfloat16 and makes the
+    float32 copies itself (lstm.cpp, in_float32): no cast runs in Python, and the outputs and
+    gradients come back in bfloat16 (the comparisons above check their values)."""
+    seen = []
+    raw = cpu._raw_lstm_forward
+
+    def recording(*args):
+        seen.append([a.dtype for a in args[:6] if isinstance(a, torch.Tensor)])
+        return raw(*args)
+
+    monkeypatch.setattr(cpu, "_raw_lstm_forward", recording)
+    module = cellstate.LSTM(D, H, backend="cpu").to(BF16)
+    output, (h_n, c_n) = module(torch.randn(T, B, D).to(BF16).requires_grad_())
+    assert seen == [[BF16] * 6], "x, h0, c0, w_ih, w_hh, b_ih"
+    assert output.dtype == h_n.dtype == c_n.dtype == BF16
+
+
+@pytest.mark.parametrize("layer_norm", [False, True], ids=["plain", "layer_norm"])
+def test_bf16_forward_packs_the_stacked_weights(layer_norm):
+    """Without layer norm the forward multiplies [x_t h_{t-1}] by W_ih^T stacked over W_hh^T:
+    one weight packed per call; with layer norm (each product normalised apart) two."""
+    module = cellstate.LSTM(D, H, backend="cpu", layer_norm=layer_norm).to(BF16)
+    x = torch.randn(T, B, D).to(BF16)
+    before = _counts()
+    with torch.no_grad():
+        module(x)
+    per_step_support = build.load().bf16_product_support()[0]
+    expected = (2 if layer_norm else 1) if per_step_support else 0
+    assert _counts()[0] - before[0] == expected

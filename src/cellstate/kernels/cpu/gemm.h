@@ -356,6 +356,7 @@ struct PackedWeight {
   }
 
   bool packed() const { return panels_storage.defined() || vnni_storage.defined(); }
+  bool bf16_packed() const { return vnni_storage.defined(); }
   int64_t panels() const { return packed() ? (N + kPanel - 1) / kPanel : 1; }
 
   // C (m, N) (+)= A (m, K) B over panels [p0, p1) (all of C without packing).
@@ -393,12 +394,32 @@ struct PackedWeight {
   // (K2 wide, the padding column zero). The thread must release_bf16_tiles() afterwards.
   void multiply_bf16(int64_t m, int64_t p0, int64_t p1, const float* a, int64_t lda, bool add,
                      float* c, int64_t ldc) const {
+    multiply_bf16_rows(m, p0, p1, add, c, ldc, [&](int64_t r, uint16_t* row) {
+      round_to_bf16(a + r * lda, K, row);
+    });
+  }
+
+  // C (m, N) = [A1 A2] B over panels [p0, p1): A1 (m, k1) and A2 (m, K - k1) side by side, for
+  // a B packed from two weights stacked (B1 (k1, N) over B2): A1 B1 + A2 B2 as one product per
+  // panel. bfloat16 panels only (stacked_bf16()); the thread must release_bf16_tiles() after.
+  void multiply_stacked(int64_t m, int64_t p0, int64_t p1, const float* a1, int64_t lda1,
+                        int64_t k1, const float* a2, int64_t lda2, float* c, int64_t ldc) const {
+    multiply_bf16_rows(m, p0, p1, false, c, ldc, [&](int64_t r, uint16_t* row) {
+      round_to_bf16(a1 + r * lda1, k1, row);
+      round_to_bf16(a2 + r * lda2, K - k1, row + k1);
+    });
+  }
+
+  // The bfloat16 products on rows that fill(r, row) writes (K values of row r of A, rounded).
+  template <typename Fill>
+  void multiply_bf16_rows(int64_t m, int64_t p0, int64_t p1, bool add, float* c, int64_t ldc,
+                          Fill&& fill) const {
 #ifdef CPUBLAS_BRGEMM_BF16BF16F32
     thread_local std::vector<uint16_t> rows_storage;
     rows_storage.resize(size_t(m * K2));
     for (int64_t r = 0; r < m; ++r) {
       uint16_t* row = rows_storage.data() + r * K2;
-      round_to_bf16(a + r * lda, K, row);
+      fill(r, row);
       if (K2 > K) row[K] = 0;
     }
     const auto* rows = reinterpret_cast<const at::BFloat16*>(rows_storage.data());

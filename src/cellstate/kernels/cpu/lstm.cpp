@@ -31,6 +31,8 @@
 
 #include <initializer_list>
 #include <optional>
+#include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "entry_points.h"
@@ -72,6 +74,52 @@ bool bf16_products(const Tensor& x, LSTMTensors& p) {
   return true;
 }
 
+// bfloat16 storage (with bfloat16 matrices: bf16_products()): x, the states, the vectors and the
+// noise (and for backward the output and the gradients) in bfloat16 run as float32 copies, and
+// the results come back in bfloat16 (the gradients in each input's dtype): the casts of
+// ops.py's _in_float32 without an autograd node and a Python call for each.
+void to_float(Tensor& t) {
+  if (t.defined() && t.scalar_type() == at::kBFloat16) t = t.to(at::kFloat);
+}
+void to_float(OptTensor& t) {
+  if (t) to_float(*t);
+}
+void to_float(bool) {}
+
+Tensor as_dtype(const Tensor& t, at::ScalarType dtype) {
+  return t.numel() && t.scalar_type() != dtype ? t.to(dtype) : t;
+}
+
+#define CELLSTATE_TO_FLOAT(type, name) \
+  if (std::string_view(#name) != "w_ih" && std::string_view(#name) != "w_hh" && \
+      std::string_view(#name) != "w_hr") {                                     \
+    to_float(a.name);                                                          \
+  }
+LSTMForwardArgs in_float32(LSTMForwardArgs a) {
+  CELLSTATE_LSTM_FORWARD(CELLSTATE_TO_FLOAT)
+  return a;
+}
+LSTMBackwardArgs in_float32(LSTMBackwardArgs a) {
+  CELLSTATE_LSTM_BACKWARD(CELLSTATE_TO_FLOAT)
+  return a;
+}
+#undef CELLSTATE_TO_FLOAT
+
+// The dtypes of x, h0, c0 and the parameters (float32 for an absent one): those of backward's
+// gradients, in order.
+std::vector<at::ScalarType> input_dtypes(const LSTMBackwardArgs& a) {
+  auto dtype = [](const auto& t) {
+    if constexpr (std::is_same_v<std::decay_t<decltype(t)>, OptTensor>) {
+      return t ? t->scalar_type() : at::kFloat;
+    } else {
+      return t.scalar_type();
+    }
+  };
+#define CELLSTATE_DTYPE(type, name) dtype(a.name),
+  return {dtype(a.x), dtype(a.h0), dtype(a.c0), CELLSTATE_LSTM_PARAMS(CELLSTATE_DTYPE)};
+#undef CELLSTATE_DTYPE
+}
+
 }  // namespace
 
 std::vector<int64_t> bf16_product_counts() { return {bf16_packings.load(), bf16_gemms.load()}; }
@@ -98,6 +146,12 @@ std::pair<Tensor, Tensor> bias_grads(const Tensor& db, bool b_ih, bool b_hh, con
 }  // namespace
 
 std::vector<Tensor> lstm_forward(const LSTMForwardArgs& a) {
+  if (a.x.scalar_type() == at::kBFloat16) {
+    std::vector<Tensor> results = lstm_forward(in_float32(a));
+    // output, h_n, c_n, records
+    for (size_t k : {0, 1, 2, 3}) results[k] = as_dtype(results[k], at::kBFloat16);
+    return results;
+  }
   LSTMTensors p = lstm_tensors(a);
   const bool bf16 = bf16_products(a.x, p);
   check_inputs(a.x, {&a.h0, &a.c0, &p.w_ih, &p.w_hh});
@@ -109,6 +163,12 @@ std::vector<Tensor> lstm_forward(const LSTMForwardArgs& a) {
 }
 
 std::vector<Tensor> lstm_backward(const LSTMBackwardArgs& a) {
+  if (a.x.scalar_type() == at::kBFloat16) {
+    std::vector<Tensor> grads = lstm_backward(in_float32(a));
+    const std::vector<at::ScalarType> dtypes = input_dtypes(a);
+    for (size_t k = 0; k < grads.size(); ++k) grads[k] = as_dtype(grads[k], dtypes[k]);
+    return grads;
+  }
   LSTMTensors p = lstm_tensors(a);
   const bool bf16 = bf16_products(a.x, p);
   check_inputs(a.x, {&a.h0, &a.c0, &p.w_ih, &p.w_hh, &a.output, &a.gates, &a.cells});

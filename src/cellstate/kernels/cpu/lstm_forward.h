@@ -8,6 +8,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
@@ -48,6 +49,9 @@ struct LSTMForward {
   const PackedWeight<T>& w_ih_t;
   const PackedWeight<T>& w_hh_t;
   const PackedWeight<T>& w_hr_t;
+  // W_ih^T over W_hh^T (D + P, G) in bfloat16 panels, for [x_t h_{t-1}] times it in one product
+  // (bfloat16 products without layer norm; else not packed)
+  const PackedWeight<T>& w_xh_t;
   const T* bias;           // (G) b_ih + b_hh
   const Zoneout<T>& zh;    // on h (B, P) per step
   const Zoneout<T>& zc;    // on c (B, H) per step
@@ -84,6 +88,9 @@ struct LSTMForward {
     // The input projection is computed with the recurrent GEMM, on the same rows and weight
     // panels (rather than one whole-sequence GEMM up front): no (T, B, G) pass through memory in
     // inference, and no BLAS call while the other threads wait. Layer norm normalises each one.
+    // With bfloat16 products (and no layer norm) both are one product on the stacked weights:
+    // one brgemm kernel per step instead of two alternating ones (each switch reloads the tile
+    // configuration), half the calls.
     if (q.ln_ih || q.ln_hh) {
       schedule.gemm(b0, b1, w_ih_t, x_t, D, false, a_t, G);
       if (q.ln_ih) rows(b0, b1, [&](int64_t b) { input_layer_norm_row(t, b); });
@@ -92,6 +99,10 @@ struct LSTMForward {
         rows(b0, b1, [&](int64_t b) { recurrent_layer_norm_row(t, b); });
       } else {
         schedule.gemm(b0, b1, w_hh_t, h_in, P, true, a_t, G);
+      }
+    } else if (w_xh_t.bf16_packed()) {
+      if constexpr (std::is_same_v<T, float>) {  // a = [x_t h_{t-1}] [W_ih^T; W_hh^T]
+        schedule.gemm_stacked(b0, b1, w_xh_t, x_t, D, D, h_in, P, a_t, G);
       }
     } else {
       // a = W_ih x_t + W_hh h_{t-1}
@@ -245,8 +256,16 @@ std::vector<Tensor> lstm_forward_impl(const Tensor& x_, const Tensor& h0, const 
 
   const Schedule schedule(B, G * (D + P), G * (D + P) + (proj ? H * P : 0) + 20 * H, 20 * H,
                           bf16);
-  const PackedWeight<T> w_ih_t(weights.w_ih_t, B, bf16);
-  const PackedWeight<T> w_hh_t(weights.w_hh_t, B, bf16);
+  // bfloat16 products without layer norm: one product per step, on the stacked weights
+  const PackedWeight<T> w_xh_t =
+    bf16 && !q.ln_ih && !q.ln_hh
+      ? PackedWeight<T>(at::cat({weights.w_ih_t, weights.w_hh_t}), B, bf16)
+      : PackedWeight<T>();
+  const bool stacked = w_xh_t.bf16_packed();
+  const PackedWeight<T> w_ih_t =
+    stacked ? PackedWeight<T>() : PackedWeight<T>(weights.w_ih_t, B, bf16);
+  const PackedWeight<T> w_hh_t =
+    stacked ? PackedWeight<T>() : PackedWeight<T>(weights.w_hh_t, B, bf16);
   const PackedWeight<T> w_hr_t =
     proj ? PackedWeight<T>(weights.w_hr_t, B, bf16) : PackedWeight<T>();
   with_cell(forget_gate, q.w_ci != nullptr, [&](auto FG_, auto PEEP_) {
@@ -259,6 +278,7 @@ std::vector<Tensor> lstm_forward_impl(const Tensor& x_, const Tensor& h0, const 
       w_ih_t,
       w_hh_t,
       w_hr_t,
+      w_xh_t,
       weights.bias.data_ptr<T>(),
       zh,
       zc,

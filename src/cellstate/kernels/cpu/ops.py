@@ -15,7 +15,9 @@ the same order (``entry_points.h``, compared by tests/kernels/test_opcheck.py).
 A backward run with create_graph=True is itself differentiable (``_with_second_order``);
 bfloat16 and float16 run in float32 between casts (``_in_float32``). The LSTM's bfloat16 keeps
 its weight matrices in bfloat16: the kernel then runs its matrix products on bfloat16 operands
-with float32 accumulation, as torch.nn.LSTM's bfloat16 (oneDNN) does (``_lstm_in_bf16_products``).
+with float32 accumulation, as torch.nn.LSTM's bfloat16 (oneDNN) does; in eager mode the kernel
+takes all its bfloat16 tensors as they are and casts the others itself (``lstm.cpp``,
+``in_float32``), under torch.compile and tracing they go through ``_lstm_in_bf16_products``.
 
 Shapes: T time, B batch, D input, H hidden, P output (proj_size or H), G gate rows (4H or 3H).
 """
@@ -97,7 +99,8 @@ def _lstm_in_bf16_products(x: Tensor, h0: Tensor, c0: Tensor, p: LSTMLayerParams
     products (per step, and the backward's over the whole sequence) on bfloat16 operands with
     float32 accumulation; everything else (states, gates, cell math, gradient sums) in
     float32. The matrices reach the kernel in bfloat16, all else through _in_float32; without a
-    bfloat16 brgemm on this CPU, the kernel multiplies the same values in float32."""
+    bfloat16 brgemm on this CPU, the kernel multiplies the same values in float32. (Eager calls
+    skip it: the kernel makes the same casts itself.)"""
     matrices = {n: getattr(p, n) for n in PRODUCT_WEIGHTS if getattr(p, n) is not None}
 
     def layer(x, h0, c0, p_float32, *rest):
@@ -273,14 +276,17 @@ def _lstm_backward(ctx, *grads, kernel=lstm_backward):
 def _lstm_reference(s: dict, forget_gate: bool) -> tuple[Tensor | None, ...]:
     """The reference forward of the saved inputs: output, h_n, c_n and the records
     (5, T, B, H), as lstm_forward returns them."""
-    # (bfloat16 matrices with bfloat16 products: the reference in float32 on the same values)
-    s = _converted(s, (torch.bfloat16,), s["x"].dtype)
+    # (bfloat16 matrices with bfloat16 products: the reference in float32 on the same values,
+    # its results in x's dtype)
+    dtype = s["x"].dtype
+    s = _converted(s, (torch.bfloat16,), torch.float32 if dtype == BF16 else dtype)
     p = LSTMLayerParams(**{n: s[n] for n in LSTM_PARAMS}, forget_gate=forget_gate)
     noise = StepNoise(**{n: s[n] for n in NOISE})
     output, h_n, c_n, states = reference.lstm_layer(
         s["x"], s["h0"], s["c0"], p, noise, s["lengths"], return_states=True
     )
-    return output, h_n, c_n, torch.stack([states[k] for k in "cifgo"])
+    results = output, h_n, c_n, torch.stack([states[k] for k in "cifgo"])
+    return _converted(results, (torch.float32,), dtype)
 
 
 lstm_forward.register_autograd(_lstm_backward, setup_context=_lstm_setup_context)
@@ -329,8 +335,11 @@ def lstm_layer(
     # An ONNX graph has no bfloat16 LSTM (onnxruntime refuses one): it computes in float32.
     bf16_products = BF16_PRODUCTS and not capture.onnx_exporting()
     if bf16_products and x.dtype == BF16 and all(w.dtype == BF16 for w in matrices):
-        return _lstm_in_bf16_products(x, h0, c0, p, noise, lengths, reverse, return_states)
-    if x.dtype in HALF_DTYPES:
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return _lstm_in_bf16_products(x, h0, c0, p, noise, lengths, reverse, return_states)
+        # Eager: the kernel takes the bfloat16 tensors themselves and makes the same float32
+        # copies (lstm.cpp, in_float32), without an autograd node and a Python call for each.
+    elif x.dtype in HALF_DTYPES:
         return _in_float32(lstm_layer, x, h0, c0, p, noise, lengths, reverse, return_states)
     noise = noise or StepNoise()
     T, B, _ = x.shape

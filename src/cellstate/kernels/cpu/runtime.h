@@ -177,6 +177,27 @@ struct Schedule {
     }
   }
 
+  // C = [A1 A2] W (rows b0..b1) on bfloat16 panels of two weights stacked, W1 (k1 rows) over
+  // W2 (PackedWeight::multiply_stacked): one product per panel where gemm_sum runs two.
+  void gemm_stacked(int64_t b0, int64_t b1, const PackedWeight<float>& w, const float* a1,
+                    int64_t lda1, int64_t k1, const float* a2, int64_t lda2, float* c,
+                    int64_t ldc) const {
+    const int64_t m = b1 - b0;
+    const float *a1_rows = a1 + b0 * lda1, *a2_rows = a2 + b0 * lda2;
+    float* c_rows = c + b0 * ldc;
+    auto panels = [&](int64_t p0, int64_t p1) {
+      w.multiply_stacked(m, p0, p1, a1_rows, lda1, k1, a2_rows, lda2, c_rows, ldc);
+    };
+    if (per_step && w.panels() > 1) {
+      at::parallel_for(0, w.panels(), 1, [&](int64_t p0, int64_t p1) {
+        panels(p0, p1);
+        release_bf16_tiles();
+      });
+    } else {
+      panels(0, w.panels());
+    }
+  }
+
   // body(b0, b1, rows) runs the steps for rows [b0, b1); rows(r0, r1, f) runs f(b) for each row
   // b in [r0, r1) (per step: split across threads). Each thread releases its tiles at the end;
   // per step, the threads of gemm() and gemm_sum() release theirs after each product.
