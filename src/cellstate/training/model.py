@@ -57,8 +57,12 @@ class SequenceModel(nn.Module):
         self.squash = output_kind(config, task) == "sigmoid"
 
     def forward(self, inputs: Tensor) -> Tensor:
-        hidden = self.recurrent(inputs)[0]  # (T, B, H)
-        outputs = self.head(hidden)  # (T, B, O)
+        return self.readout(self.recurrent(inputs)[0], inputs)
+
+    def readout(self, hidden: Tensor, inputs: Tensor) -> Tensor:
+        """The outputs (..., O) from the top layer's hidden states (..., H) and the inputs
+        (..., D) of the same steps."""
+        outputs = self.head(hidden)
         if self.direct is not None:
             outputs = outputs + self.direct(inputs)
         return torch.sigmoid(outputs) if self.squash else outputs
