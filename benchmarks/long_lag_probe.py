@@ -11,6 +11,12 @@ successive sequences are right at every step (the paper's criterion) or after `-
 
     PYTHONPATH=src python benchmarks/long_lag_probe.py --loss ce --scored all    # memory wiped
     PYTHONPATH=src python benchmarks/long_lag_probe.py --loss ce --scored last   # learned
+    PYTHONPATH=src python benchmarks/long_lag_probe.py --loss linear --direct --zero-head \
+        --beta2 0.9 --batch-size 4 --input-gate-bound 2    # solved: long lag's lab defaults
+
+The 1997 variants: --no-forget-gate (the cell without a forget gate), --truncated (its gradient:
+errors reach the past only through the cell state), --input-bias / --output-bias (gate biases at
+init), --direct (input-to-output connections).
 """
 
 from __future__ import annotations
