@@ -41,6 +41,19 @@ def test_trace_shapes_and_markers(task_name):
     assert len(trace.output) == task.output_size == len(trace.target)
 
 
+def test_traced_output_is_the_models_last_output_with_an_input_to_output_connection():
+    run = config("long-lag", 8)  # its defaults: a linear head that also reads the input
+    assert run.model.input_to_output
+    task, model = run.task.build(), build_model(run)
+    with torch.no_grad():  # the head starts at zero: give the hidden state a say
+        model.head.weight.normal_(generator=torch.Generator().manual_seed(0))
+    batch = task.batch(2, torch.Generator().manual_seed(1))
+    trace = gate_trace(model, task, batch, index=1)
+    with torch.no_grad():
+        expected = model(batch.inputs)[-1, 1]
+    torch.testing.assert_close(torch.tensor(trace.output), expected)
+
+
 def test_adding_markers_are_the_marked_pairs():
     task = make_task("adding", 12)
     inputs = torch.zeros(12, 2)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from cellstate.training.config import (
+    DEFAULT_ADAM_BETA2,
     DEFAULT_INPUT_GATE_BOUND,
     DEFAULT_LR,
     ModelConfig,
@@ -30,12 +31,16 @@ from cellstate.training.config import (
         (lambda: ModelConfig(input_gate_bound=0.0), "model.input_gate_bound"),
         (lambda: ModelConfig(kind="rnn", input_gate_bound=1.0), "model.input_gate_bound"),
         (lambda: ModelConfig(output="tanh"), "model.output"),
+        (lambda: ModelConfig(input_to_output=1), "model.input_to_output"),
+        (lambda: ModelConfig(zero_head="yes"), "model.zero_head"),
         (lambda: ModelConfig(dtype="float16"), "model.dtype"),
         (lambda: TrainingConfig(optimizer="rmsprop"), "training.optimizer"),
         (lambda: TrainingConfig(lr=0.0), "training.lr"),
         (lambda: TrainingConfig(lr=float("nan")), "training.lr"),
         (lambda: TrainingConfig(momentum=0.9), "training.momentum"),  # Adam has no momentum
         (lambda: TrainingConfig(optimizer="sgd", momentum=1.0), "training.momentum"),
+        (lambda: TrainingConfig(adam_beta2=1.0), "training.adam_beta2"),
+        (lambda: RunConfig(training=TrainingConfig("sgd", adam_beta2=0.9)), "training.adam_beta2"),
         (lambda: TrainingConfig(batch_size=0), "training.batch_size"),
         (lambda: TrainingConfig(batch_size=True), "training.batch_size"),
         (lambda: TrainingConfig(clip=-1.0), "training.clip"),
@@ -78,6 +83,18 @@ def test_a_config_from_before_input_gate_bound_reads_back_as_torchs_bound():
     assert RunConfig.from_dict(data).model.input_gate_bound is None
 
 
+def test_a_config_from_before_long_lags_defaults_reads_back_as_it_ran():
+    for task, output in (("long-lag", "sigmoid"), ("copy", "linear")):
+        data = RunConfig(TaskConfig(task, 100)).to_dict()
+        for name in ("input_to_output", "zero_head", "output"):
+            del data["model"][name]
+        del data["training"]["adam_beta2"]
+        model = RunConfig.from_dict(data).model
+        assert (model.input_to_output, model.zero_head, model.output) == (False, False, output)
+        config = RunConfig.from_dict(data)
+        assert config.training.adam_beta2 == DEFAULT_ADAM_BETA2
+
+
 def test_round_trip_through_dict():
     config = RunConfig(
         TaskConfig("temporal-order", 50),
@@ -111,3 +128,26 @@ def test_measured_per_task_defaults_and_explicit_flags_win():
     given = RunConfig(TaskConfig("two-sequence"), training=TrainingConfig(lr=0.01))
     assert given.training.lr == 0.01
     assert RunConfig(TaskConfig("two-sequence")).training.batch_size == 32
+
+
+def test_long_lags_defaults_reach_the_model_and_adam_and_flags_win():
+    config = RunConfig(TaskConfig("long-lag", 100))
+    model = config.model
+    assert (model.output, model.input_to_output, model.zero_head) == ("linear", True, True)
+    assert (config.training.adam_beta2, config.training.batch_size) == (0.9, 4)
+    adding = RunConfig(TaskConfig("adding", 100))
+    model = adding.model
+    assert (model.output, model.input_to_output, model.zero_head) == ("auto", False, False)
+    assert adding.training.adam_beta2 == DEFAULT_ADAM_BETA2
+    given = RunConfig(
+        TaskConfig("long-lag", 100),
+        ModelConfig(output="sigmoid", input_to_output=False, zero_head=False),
+        TrainingConfig(adam_beta2=0.99),
+    )
+    model = given.model
+    assert (model.output, model.input_to_output, model.zero_head) == ("sigmoid", False, False)
+    assert given.training.adam_beta2 == 0.99
+    assert (
+        RunConfig(TaskConfig("long-lag", 100), training=TrainingConfig("sgd")).training.adam_beta2
+        is None
+    )

@@ -19,6 +19,7 @@ from cellstate.cli.errors import usage_error
 from cellstate.cli.flags import Flag, add_flags, flag_values
 from cellstate.training.config import (
     BACKENDS,
+    DEFAULT_ADAM_BETA2,
     DEFAULT_BATCH_SIZE,
     DEFAULT_INPUT_GATE_BOUND,
     DEFAULT_LR,
@@ -64,8 +65,19 @@ MODEL_FLAGS = (
     ),
     Flag(
         "output",
-        "the head: sigmoid, linear, or auto (sigmoid for MSE tasks, linear for cross-entropy)",
+        "the head: sigmoid, linear, or auto (the task's default: linear for long-lag and "
+        "cross-entropy tasks, else sigmoid)",
         choices=OUTPUTS,
+    ),
+    Flag(
+        "input_to_output",
+        "add a linear map of each step's input to the head (the 1997 nets' wiring)",
+        shown=_with_task_defaults("input_to_output", False),
+    ),
+    Flag(
+        "zero_head",
+        "the head's weights from the hidden state start at zero",
+        shown=_with_task_defaults("zero_head", False),
     ),
     Flag("dtype", "of the model's weights and inputs", choices=MODEL_DTYPES),
     Flag(
@@ -78,6 +90,11 @@ TRAINING_FLAGS = (
     Flag("optimizer", "the optimizer", choices=OPTIMIZERS),
     Flag("lr", "learning rate", shown=_with_task_defaults("lr", DEFAULT_LR)),
     Flag("momentum", "SGD momentum (optimizer sgd only)"),
+    Flag(
+        "adam_beta2",
+        "Adam's second-moment decay (optimizer adam only)",
+        shown=_with_task_defaults("adam_beta2", DEFAULT_ADAM_BETA2),
+    ),
     Flag(
         "batch_size",
         "sequences per update",

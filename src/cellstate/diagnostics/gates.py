@@ -18,7 +18,6 @@ from matplotlib.colors import SymLogNorm
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from cellstate.diagnostics.gradient_flow import readout
 from cellstate.diagnostics.models import load_model
 from cellstate.layers.lstm import LSTM
 from cellstate.tasks import (
@@ -86,7 +85,7 @@ def gate_trace(
     model.eval()
     try:
         hidden, _, states = model.recurrent(inputs, return_states=True)
-        output = readout(model, hidden[-1, 0])  # (O,)
+        output = model.readout(hidden[-1, 0], inputs[-1, 0])  # (O,)
     finally:
         model.train(training)
 

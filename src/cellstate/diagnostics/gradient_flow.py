@@ -52,12 +52,6 @@ class GradientFlow:
         return list(range(len(self.h)))
 
 
-def readout(model: SequenceModel, hidden: Tensor) -> Tensor:
-    """The model's outputs (T, B, O) from its top layer's hidden states (T, B, H)."""
-    outputs = model.head(hidden)
-    return torch.sigmoid(outputs) if model.squash else outputs
-
-
 def _check(model: SequenceModel, task: Task) -> None:
     recurrent = model.recurrent
     if not isinstance(recurrent, LSTM | RNN):
@@ -101,7 +95,7 @@ def step_gradients(
         if is_lstm:
             cs.append(state[1])
     # The top layer's h_t is the layer's output at step t.
-    outputs = readout(model, torch.stack([h[-1] for h in hs]))  # (T, B, O)
+    outputs = model.readout(torch.stack([h[-1] for h in hs]), inputs)  # (T, B, O)
     loss = task.loss(outputs, batch.to(inputs.device))
     # The last step's c reaches the loss only through h: it gets a zero gradient.
     grads = torch.autograd.grad(loss, hs + cs, allow_unused=True, materialize_grads=True)

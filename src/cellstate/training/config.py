@@ -28,6 +28,7 @@ DEFAULT_INIT = {"lstm": "chrono", "rnn": "default"}
 # a bound of 1 one of 2, and 2 none of 3 (every other task of the grid rerun with 2: RESULTS.md).
 DEFAULT_INPUT_GATE_BOUND = 2.0
 DEFAULT_LR = 0.01
+DEFAULT_ADAM_BETA2 = 0.999  # torch's
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_TEST_SIZE = 2560  # the 1997 paper's test set for adding, multiplication, temporal order
 # Measured exceptions (RESULTS.md): Reber's strings are short and its criterion needs many
@@ -35,9 +36,21 @@ DEFAULT_TEST_SIZE = 2560  # the 1997 paper's test set for adding, multiplication
 # the paper's 8,440 against 0/3 with the general defaults). Two-sequence: at lr 0.01 every seed
 # settles on a model that misclassifies the same few test sequences (noise against the class
 # right after the signal); lr 0.1 reached 0 of 10,240 wrong on 6/6 seeds within 6,016.
-TASK_DEFAULTS: dict[str, dict[str, float | int]] = {
+# Long lag 2a (benchmarks/long_lag_probe.py, RESULTS.md): the middle steps (a_i -> a_{i+1}) are
+# solved by the input-to-output connection (the 1997 nets' wiring), where a linear head's MSE
+# vanishes; a head from h that starts at zero sends none of the middle steps' early errors into
+# the cell, which otherwise learns to drop the first symbol; Adam's beta2 0.9 forgets those
+# steps' early large gradients sooner than 0.999, and batches of 4 give more updates.
+TASK_DEFAULTS: dict[str, dict[str, float | int | str | bool]] = {
     "reber": {"lr": 0.03, "batch_size": 16},
     "two-sequence": {"lr": 0.1},
+    "long-lag": {
+        "batch_size": 4,
+        "adam_beta2": 0.9,
+        "output": "linear",
+        "input_to_output": True,
+        "zero_head": True,
+    },
 }
 
 
@@ -71,7 +84,11 @@ class ModelConfig:
     (`cellstate.init.input_gate_weights_`); None means DEFAULT_INPUT_GATE_BOUND with chrono init,
     else torch's 1/sqrt(hidden).
     output: "sigmoid" squashes the head into (0, 1), where every MSE task's targets lie; "linear"
-    leaves it raw; "auto" picks sigmoid for MSE tasks and linear for cross-entropy ones (copy).
+    leaves it raw; "auto" picks the task's TASK_DEFAULTS entry where it has one (long lag 2a:
+    linear), else sigmoid for MSE tasks and linear for cross-entropy ones (copy).
+    input_to_output: add a linear map of each step's input to the head's (the 1997 nets' direct
+    input-to-output connections); zero_head: the head's weights from the hidden state start at
+    zero. None (either) means the task's TASK_DEFAULTS entry, else False.
     """
 
     kind: str = "lstm"
@@ -81,6 +98,8 @@ class ModelConfig:
     forget_bias: float = 0.0
     input_gate_bound: float | None = None
     output: str = "auto"
+    input_to_output: bool | None = None
+    zero_head: bool | None = None
     dtype: str = "float32"
     backend: str = "auto"
 
@@ -91,6 +110,10 @@ class ModelConfig:
         integer("model.hidden", self.hidden)
         one_of("model.init", self.init, INITS)
         one_of("model.output", self.output, OUTPUTS)
+        for name in ("input_to_output", "zero_head"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise ValueError(f"model.{name}: expected true or false, got {value!r}")
         one_of("model.dtype", self.dtype, MODEL_DTYPES)
         one_of("model.backend", self.backend, BACKENDS)
         if self.t_max is not None:
@@ -123,12 +146,14 @@ class TrainingConfig:
     in the paper, else DEFAULT_TEST_SIZE). eval_every None: every 1000
     sequences where the criterion is decided on the test set (Reber, two-sequence), so that the
     count to solve is resolved finely, else every 10,000. lr and batch_size None: the measured
-    defaults (DEFAULT_LR, DEFAULT_BATCH_SIZE, or the task's TASK_DEFAULTS entry).
+    defaults (DEFAULT_LR, DEFAULT_BATCH_SIZE, or the task's TASK_DEFAULTS entry). adam_beta2:
+    Adam's second-moment decay (None: the task's TASK_DEFAULTS entry, else DEFAULT_ADAM_BETA2).
     """
 
     optimizer: str = "adam"
     lr: float | None = None  # None: the task's entry in TASK_DEFAULTS, else DEFAULT_LR
     momentum: float = 0.0
+    adam_beta2: float | None = None  # None: the task's entry in TASK_DEFAULTS, else torch's
     batch_size: int | None = None  # None: likewise, else DEFAULT_BATCH_SIZE
     clip: float = 1.0
     max_sequences: int = 1_000_000
@@ -146,6 +171,8 @@ class TrainingConfig:
         number("training.momentum", self.momentum, at_least=0.0, below=1.0)
         if self.momentum and self.optimizer != "sgd":
             raise ValueError("training.momentum is only used with optimizer sgd")
+        if self.adam_beta2 is not None:
+            number("training.adam_beta2", self.adam_beta2, at_least=0.0, below=1.0)
         if self.batch_size is not None:
             integer("training.batch_size", self.batch_size)
         number("training.clip", self.clip, at_least=0.0)
@@ -185,15 +212,31 @@ class RunConfig:
                 f"training.test_size: {task.name}'s criterion needs at least {needed} test "
                 f"sequences, got {self.training.test_size}"
             )
-        if self.model.init == "chrono" and self.model.t_max is None:
-            t_max = resolve_t_max(task)
-            object.__setattr__(self, "model", _replace(self.model, t_max=t_max))
-        t, special = self.training, TASK_DEFAULTS.get(task.name, {})
+        m, special = self.model, TASK_DEFAULTS.get(task.name, {})
+        model = {
+            "output": special.get("output", m.output) if m.output == "auto" else m.output,
+            **{
+                name: special.get(name, False) if getattr(m, name) is None else getattr(m, name)
+                for name in ("input_to_output", "zero_head")
+            },
+        }
+        if m.init == "chrono" and m.t_max is None:
+            model["t_max"] = resolve_t_max(task)
+        object.__setattr__(self, "model", _replace(m, **model))
+        t = self.training
         resolved = {
             "eval_every": t.eval_every or (1000 if task.criterion.kind == "test" else 10_000),
             "lr": t.lr or special.get("lr", DEFAULT_LR),
             "batch_size": t.batch_size or special.get("batch_size", DEFAULT_BATCH_SIZE),
         }
+        if t.optimizer == "adam":
+            resolved["adam_beta2"] = (
+                special.get("adam_beta2", DEFAULT_ADAM_BETA2)
+                if t.adam_beta2 is None
+                else t.adam_beta2
+            )
+        elif t.adam_beta2 is not None:
+            raise ValueError("training.adam_beta2 is only used with optimizer adam")
         object.__setattr__(self, "training", _replace(t, **resolved))
 
     def to_dict(self) -> dict:
@@ -205,12 +248,22 @@ class RunConfig:
         unknown = set(data) - set(parts)
         if unknown:
             raise ValueError(f"config: unknown sections {sorted(unknown)}")
-        model = data.get("model", {})
+        model = dict(data.get("model", {}))
         init = model.get("init", DEFAULT_INIT.get(model.get("kind", "lstm")))
         if "input_gate_bound" not in model and init == "chrono":
             # Written before the field existed: the input gate's weights came from torch's bound.
-            bound = 1.0 / math.sqrt(model.get("hidden", ModelConfig.hidden))
-            data = {**data, "model": {**model, "input_gate_bound": bound}}
+            model["input_gate_bound"] = 1.0 / math.sqrt(model.get("hidden", ModelConfig.hidden))
+        if "input_to_output" not in model:
+            # Written before long lag's defaults: "auto" meant sigmoid except for copy, and Adam
+            # ran with torch's beta2.
+            model.update(input_to_output=False, zero_head=False)
+            if model.get("output", "auto") == "auto":
+                task = data.get("task", {}).get("name", TaskConfig.name)
+                model["output"] = "linear" if task == "copy" else "sigmoid"
+            training = data.get("training", {})
+            if training.get("optimizer", "adam") == "adam":
+                data = {**data, "training": {**training, "adam_beta2": DEFAULT_ADAM_BETA2}}
+        data = {**data, "model": model}
         return cls(**{name: kind(**data.get(name, {})) for name, kind in parts.items()})
 
     def differences(self, other: RunConfig) -> list[str]:

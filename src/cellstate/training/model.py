@@ -14,6 +14,10 @@ from cellstate.training.config import ModelConfig
 class SequenceModel(nn.Module):
     """inputs (T, B, D) -> outputs (T, B, O): recurrent layer, linear head, optional sigmoid.
 
+    With ``config.input_to_output`` the head also reads the step's input:
+    outputs = squash(head(h_t) + W_direct x_t), W_direct (O, D) without bias. With
+    ``config.zero_head`` the head's weights (not its bias) start at zero.
+
     Example:
         model = SequenceModel(ModelConfig(kind="lstm", hidden=32, t_max=150.0), task)
         outputs = model(batch.inputs)  # (T, B, task.output_size)
@@ -43,11 +47,24 @@ class SequenceModel(nn.Module):
                 with torch.no_grad():
                     nn.init.orthogonal_(self.recurrent.weight_hh_l0)
         self.head = nn.Linear(H, task.output_size, dtype=dtype)
+        if config.zero_head:
+            nn.init.zeros_(self.head.weight)
+        self.direct = (
+            nn.Linear(D, task.output_size, bias=False, dtype=dtype)
+            if config.input_to_output
+            else None
+        )
         self.squash = output_kind(config, task) == "sigmoid"
 
     def forward(self, inputs: Tensor) -> Tensor:
-        hidden = self.recurrent(inputs)[0]  # (T, B, H)
-        outputs = self.head(hidden)  # (T, B, O)
+        return self.readout(self.recurrent(inputs)[0], inputs)
+
+    def readout(self, hidden: Tensor, inputs: Tensor) -> Tensor:
+        """The outputs (..., O) from the top layer's hidden states (..., H) and the inputs
+        (..., D) of the same steps."""
+        outputs = self.head(hidden)
+        if self.direct is not None:
+            outputs = outputs + self.direct(inputs)
         return torch.sigmoid(outputs) if self.squash else outputs
 
 

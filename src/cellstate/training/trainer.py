@@ -425,7 +425,7 @@ class Trainer:
         t = self.config.training
         params = self.model.parameters()
         if t.optimizer == "adam":
-            return torch.optim.Adam(params, lr=t.lr)
+            return torch.optim.Adam(params, lr=t.lr, betas=(0.9, t.adam_beta2))
         return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum)
 
 
