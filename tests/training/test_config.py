@@ -13,6 +13,8 @@ from cellstate.training.config import (
     resolve_t_max,
 )
 
+TWO_SEQUENCE = ("two-sequence", "two-sequence-3b", "two-sequence-3c")
+
 
 @pytest.mark.parametrize(
     ("make", "field"),
@@ -21,6 +23,9 @@ from cellstate.training.config import (
         (lambda: TaskConfig("adding", -5), "task.length"),
         (lambda: TaskConfig("adding", 5), "task.length"),  # adding needs T >= 11
         (lambda: TaskConfig("reber", 10), "task.length"),  # reber takes no length
+        (lambda: TaskConfig("two-sequence", 100, 0), "task.n_informative"),
+        (lambda: TaskConfig("two-sequence-3b", 100, True), "task.n_informative"),
+        (lambda: TaskConfig("adding", 100, 3), "task.n_informative"),  # adding takes no N
         (lambda: ModelConfig(kind="gru"), "model.kind"),
         (lambda: ModelConfig(hidden=0), "model.hidden"),
         (lambda: ModelConfig(init="xavier"), "model.init"),
@@ -111,3 +116,23 @@ def test_measured_per_task_defaults_and_explicit_flags_win():
     given = RunConfig(TaskConfig("two-sequence"), training=TrainingConfig(lr=0.01))
     assert given.training.lr == 0.01
     assert RunConfig(TaskConfig("two-sequence")).training.batch_size == 32
+
+
+def test_two_sequence_n_informative_resolves_round_trips_and_reads_back_from_old_configs():
+    assert TaskConfig("two-sequence").n_informative == 3  # the task's default, written down
+    assert TaskConfig("adding").n_informative is None
+    config = RunConfig(TaskConfig("two-sequence-3c", 100, 1))
+    assert config.task.build().n_informative == 1
+    assert RunConfig.from_dict(config.to_dict()) == config
+    old = RunConfig(TaskConfig("two-sequence", 100)).to_dict()
+    del old["task"]["n_informative"]  # config.json of a run from before the field
+    assert RunConfig.from_dict(old).task == TaskConfig("two-sequence", 100, 3)
+    assert RunConfig.from_dict(old).differences(RunConfig(TaskConfig("two-sequence", 100))) == []
+    n1 = RunConfig(TaskConfig("two-sequence", 100, 1))
+    assert n1.differences(RunConfig(TaskConfig("two-sequence", 100))) == ["task.n_informative"]
+
+
+def test_two_sequence_variants_share_the_measured_lr():
+    lr = {name: RunConfig(TaskConfig(name)).training.lr for name in TWO_SEQUENCE}
+    assert lr == dict.fromkeys(TWO_SEQUENCE, 0.1)
+    assert {RunConfig(TaskConfig(name)).training.test_size for name in TWO_SEQUENCE} == {256}

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 
 from cellstate.kernels.dispatch import BACKENDS
-from cellstate.tasks import TASKS, Task, make_task
+from cellstate.tasks import TASKS, Task, TwoSequenceTask, make_task
 from cellstate.validation import integer, number, one_of
 
 MODEL_KINDS = ("lstm", "rnn")
@@ -38,27 +38,43 @@ DEFAULT_TEST_SIZE = 2560  # the 1997 paper's test set for adding, multiplication
 TASK_DEFAULTS: dict[str, dict[str, float | int]] = {
     "reber": {"lr": 0.03, "batch_size": 16},
     "two-sequence": {"lr": 0.1},
+    "two-sequence-3b": {"lr": 0.1},
+    "two-sequence-3c": {"lr": 0.1},
 }
 
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """Which task, at which length (None: the task's default length)."""
+    """Which task, at which length (None: the task's default length). n_informative: N of the
+    two-sequence tasks (None: their default, 3, which the config then holds); others take none."""
 
     name: str = "adding"
     length: int | None = None
+    n_informative: int | None = None
 
     def __post_init__(self) -> None:
         one_of("task.name", self.name, TASKS)
         if self.length is not None:
             integer("task.length", self.length)
+        takes_informative = issubclass(TASKS[self.name], TwoSequenceTask)
+        if self.n_informative is not None:
+            integer("task.n_informative", self.n_informative)
+            if not takes_informative:
+                two_sequence = [n for n, c in TASKS.items() if issubclass(c, TwoSequenceTask)]
+                raise ValueError(
+                    f"task.n_informative: only the two-sequence tasks ({', '.join(two_sequence)}) "
+                    f"take N; {self.name} does not, got n_informative={self.n_informative!r}"
+                )
         try:
-            self.build()
+            task = self.build()
         except ValueError as error:
             raise ValueError(f"task.length: {error}") from None
+        if takes_informative:
+            object.__setattr__(self, "n_informative", task.n_informative)
 
     def build(self) -> Task:
-        return make_task(self.name, self.length)
+        options = {} if self.n_informative is None else {"n_informative": self.n_informative}
+        return make_task(self.name, self.length, **options)
 
 
 @dataclass(frozen=True)
