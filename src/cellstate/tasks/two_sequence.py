@@ -45,7 +45,7 @@ class TwoSequenceTask(FinalStepTask):
     default_length = 100
     default_informative = 3
     tolerance = 0.2
-    # 3b: the informative inputs carry the same Gaussian noise as the rest.
+    # 3b: the informative inputs get noise of the same distribution as the rest added to them.
     noisy_signal: ClassVar[bool] = False
     _paper: ClassVar[dict[tuple[int, int], int]] = {
         (100, 3): 27_380,
