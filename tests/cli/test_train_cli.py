@@ -55,6 +55,9 @@ def test_train_writes_the_run_files(tmp_path, capsys, model):
         (["--clip", "-0.5"], "training.clip"),
         (["--model", "rnn", "--init", "chrono"], "model.init"),
         (["--task", "reber", "--length", "5"], "takes no length"),
+        (["--task", "two-sequence", "--informative", "0"], "task.n_informative"),
+        (["--task", "adding", "--informative", "1"], "only the two-sequence tasks"),
+        (["--task", "two-sequence-3c", "--length", "3"], "task.length"),
         (["--resume"], "no checkpoint"),
     ],
 )
@@ -79,3 +82,26 @@ def test_refuses_to_overwrite_a_run_without_resume_or_force(tmp_path, capsys):
     assert main([*argv, "--force"]) == 0
     assert main([*argv[:-2], "--lr", "0.5", "--out", str(tmp_path), "--resume"]) == 2
     assert "training.lr" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task", ["two-sequence", "two-sequence-3b", "two-sequence-3c"])
+def test_informative_flag_reaches_the_task_and_the_run_resumes(tmp_path, capsys, task):
+    small = ["--length", "11", "--hidden", "4", "--batch-size", "8", "--eval-every", "16"]
+    argv = [
+        "train",
+        "--task",
+        task,
+        "--informative",
+        "1",
+        *small,
+        "--quiet",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main([*argv, "--max-sequences", "16"]) == 0
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["task"] == {"name": task, "length": 11, "n_informative": 1}
+    assert main([*argv, "--max-sequences", "32", "--resume"]) == 0
+    assert json.loads((tmp_path / "result.json").read_text())["sequences"] == 32
+    assert main([*argv[:4], "3", *argv[5:], "--max-sequences", "48", "--resume"]) == 2
+    assert "task.n_informative" in capsys.readouterr().err

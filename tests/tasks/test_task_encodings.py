@@ -314,3 +314,62 @@ def test_copy_symbol_error_counts_the_copied_part_only() -> None:
     assert task.test_metrics(logits, batch) == {"symbol_error": pytest.approx(1 / 40)}
     assert task.test_metric_names == ("symbol_error",)
     assert draw("adding", 20, 4)[0].test_metrics(torch.zeros(20, 4, 1), batch) == {}
+
+
+def test_two_sequence_3a_inputs_are_unchanged_by_the_variants_code() -> None:
+    """3a's batches are those of the implementation before 3b/3c (same draws, same order): runs
+    recorded before stay reproducible. The reference rebuilds them from the generator."""
+    task, batch = draw("two-sequence", 20, 64, seed=5, n_informative=3)
+    generator = torch.Generator().manual_seed(5)
+    lengths = 20 + torch.randint(0, 3, (64,), generator=generator)
+    label = torch.randint(0, 2, (64,), generator=generator)
+    inputs = torch.randn(int(lengths.max()), 64, generator=generator) * 0.2**0.5
+    inputs[:3] = (2 * label - 1).float()
+    inputs *= torch.arange(inputs.shape[0])[:, None] < lengths[None, :]
+    assert torch.equal(batch.inputs[:, :, 0], inputs)
+    assert torch.equal(batch.targets[:, 0], label.float())
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_two_sequence_3b_informative_inputs_carry_the_noise_too(n: int) -> None:
+    length = 100
+    task, batch = draw("two-sequence-3b", length, 4000, n_informative=n)
+    check_lengths(batch.lengths, length)
+    assert batch.targets.shape == (4000, 1)
+    assert set(batch.targets[:, 0].unique().tolist()) == {0.0, 1.0}
+    sign = 2 * batch.targets[:, 0] - 1  # (B,)
+    signal_noise = batch.inputs[:n, :, 0] - sign  # (N, B): +-1 plus noise
+    assert abs(float(signal_noise.mean())) < 0.02
+    assert abs(float(signal_noise.var()) - 0.2) < 0.02
+    valid = torch.arange(batch.inputs.shape[0])[:, None] < batch.lengths[None, :]
+    valid[:n] = False
+    noise = batch.inputs[:, :, 0][valid]
+    assert abs(float(noise.mean())) < 0.01
+    assert abs(float(noise.var()) - 0.2) < 0.01
+    # The best rule, the sign of the informative inputs' sum, errs with probability
+    # Phi(-sqrt(5 N)): 1.27% at N = 1, 5e-5 at N = 3.
+    errs = float((torch.sign(batch.inputs[:n, :, 0].sum(0)) != sign).float().mean())
+    expected = 0.5 * math.erfc(math.sqrt(5 * n) / math.sqrt(2))
+    assert abs(errs - expected) < 0.006
+
+
+def test_two_sequence_3c_targets_are_0_2_or_0_8_plus_noise_of_variance_0_1() -> None:
+    length, n = 100, 3
+    task, batch = draw("two-sequence-3c", length, 8000, n_informative=n)
+    _, same_inputs = draw("two-sequence-3b", length, 8000, n_informative=n)
+    # 3c's inputs are 3b's (the target noise is drawn after them).
+    assert torch.equal(batch.inputs, same_inputs.inputs)
+    assert batch.targets.shape == (8000, 2)
+    noisy, clean = batch.targets[:, 0], batch.targets[:, 1]
+    assert torch.equal(clean, 0.2 + 0.6 * same_inputs.targets[:, 0])  # class 1: 0.8, class 0: 0.2
+    assert abs(float((noisy - clean).mean())) < 0.01
+    assert abs(float((noisy - clean).var()) - 0.1) < 0.005
+    # Scored against the noise-free target, within 0.1; trained on the noisy one.
+    outputs = torch.zeros(*batch.inputs.shape[:2], 1)
+    last = (batch.lengths - 1, torch.arange(8000))
+    outputs[last] = (clean + 0.09).unsqueeze(1)
+    assert task.correct(outputs, batch).all()
+    assert task.test_metrics(outputs, batch)["clean_abs_error"] == pytest.approx(0.09, abs=1e-6)
+    torch.testing.assert_close(task.loss(outputs, batch), ((clean + 0.09 - noisy) ** 2).mean())
+    outputs[last] = (clean - 0.11).unsqueeze(1)
+    assert not task.correct(outputs, batch).any()

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from cellstate.tasks import TASKS, Batch, FinalStepTask, Task, make_task
 from cellstate.tasks.copy_memory import CopyTask
+from cellstate.tasks.two_sequence import TwoSequenceNoisyTargetTask
 from tests.differential import EXACT
 
 # Small lengths keep the whole file fast; reber has no length.
@@ -24,14 +25,28 @@ def draw(task: Task, seed: int, batch_size: int = 16) -> Batch:
 
 
 def perfect_outputs(task: Task, batch: Batch) -> torch.Tensor:
-    """(T, B, O) outputs a perfect model would give, built from the targets."""
+    """(T, B, O) outputs a perfect model would give, built from the targets (3c: the noise-free
+    ones)."""
     if isinstance(task, CopyTask):
         return 20.0 * F.one_hot(batch.targets, task.output_size).float()
     if isinstance(task, FinalStepTask):
         outputs = torch.zeros(*batch.inputs.shape[:2], task.output_size)
-        outputs[batch.lengths - 1, torch.arange(batch.lengths.numel())] = batch.targets
+        targets = noise_free_targets(task, batch)
+        outputs[batch.lengths - 1, torch.arange(batch.lengths.numel())] = targets
         return outputs
     return batch.targets.clone()
+
+
+def noise_free_targets(task: Task, batch: Batch) -> torch.Tensor:
+    """(B, O): the targets of a final-step task; 3c's are (noisy, noise-free) in two columns."""
+    return batch.targets[:, 1:] if isinstance(task, TwoSequenceNoisyTargetTask) else batch.targets
+
+
+def perfect_loss(task: Task, batch: Batch) -> float:
+    """The loss of `perfect_outputs`: 0, except 3c's target noise, which no model can predict."""
+    if isinstance(task, TwoSequenceNoisyTargetTask):
+        return float(((batch.targets[:, 0] - batch.targets[:, 1]) ** 2).mean())
+    return 0.0
 
 
 def wrong_outputs(task: Task, batch: Batch) -> torch.Tensor:
@@ -41,7 +56,7 @@ def wrong_outputs(task: Task, batch: Batch) -> torch.Tensor:
     return perfect_outputs(task, batch) + 1.0
 
 
-def test_registry_has_the_ten_names() -> None:
+def test_registry_has_the_twelve_names() -> None:
     assert set(TASKS) == {
         "adding",
         "adding-modern",
@@ -51,6 +66,8 @@ def test_registry_has_the_ten_names() -> None:
         "long-lag",
         "long-lag-distractors",
         "two-sequence",
+        "two-sequence-3b",
+        "two-sequence-3c",
         "reber",
         "copy",
     }
@@ -92,7 +109,7 @@ def test_shapes_dtypes_and_padding(name: str) -> None:
     assert not batch.inputs[padding].any(), "inputs must be zero after each sequence's end"
     if isinstance(task, FinalStepTask):
         assert batch.mask is None
-        assert batch.targets.shape == (64, task.output_size)
+        assert noise_free_targets(task, batch).shape == (64, task.output_size)
         assert batch.targets.dtype == torch.float32
     else:
         assert batch.mask is not None and batch.mask.dtype == torch.bool
@@ -112,7 +129,7 @@ def test_perfect_outputs_are_correct_with_zero_loss(name: str) -> None:
     correct = task.correct(outputs, batch)
     assert correct.shape == (32,) and correct.dtype == torch.bool
     loss = task.loss(outputs, batch)
-    assert loss.shape == () and float(loss) < 1e-6
+    assert loss.shape == () and abs(float(loss) - perfect_loss(task, batch)) < 1e-6
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -149,7 +166,7 @@ def test_unscored_steps_do_not_count(name: str) -> None:
     assert unscored.any()
     outputs[unscored] = 7.0
     assert task.correct(outputs, batch).all()
-    assert float(task.loss(outputs, batch)) < 1e-6
+    assert abs(float(task.loss(outputs, batch)) - perfect_loss(task, batch)) < 1e-6
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -184,6 +201,8 @@ def test_bad_batch_size_raises(name: str) -> None:
         ("long-lag-distractors", {"length": 10, "n_distractors": 0}, "n_distractors"),
         ("two-sequence", {"length": 10, "n_informative": 0}, "n_informative"),
         ("two-sequence", {"length": 3, "n_informative": 3}, "length"),
+        ("two-sequence-3b", {"length": 10, "n_informative": -1}, "n_informative"),
+        ("two-sequence-3c", {"length": 10, "n_informative": 1.5}, "n_informative"),
         ("copy", {"length": 0}, "length"),
     ],
 )
@@ -222,6 +241,8 @@ def test_make_task_defaults_and_unknown_names() -> None:
         ("two-sequence", {"length": 100}, 27_380),
         ("two-sequence", {"length": 100, "n_informative": 1}, 58_370),
         ("two-sequence", {"length": 1000}, 446_850),
+        ("two-sequence-3b", {"length": 100}, None),  # no 3b/3c figure at hand
+        ("two-sequence-3c", {"length": 100, "n_informative": 1}, None),
         ("reber", {}, 8_440),
         ("copy", {"length": 100}, None),
     ],
@@ -239,6 +260,8 @@ def test_paper_sequences(name: str, kwargs: dict, expected: int | None) -> None:
         ("long-lag", "window", None, 10_000),
         ("long-lag-distractors", "window", None, 10_000),
         ("two-sequence", "test", None, None),
+        ("two-sequence-3b", "test", None, None),
+        ("two-sequence-3c", "test", None, None),
         ("reber", "test", None, None),
     ],
 )

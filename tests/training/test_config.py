@@ -14,6 +14,8 @@ from cellstate.training.config import (
     resolve_t_max,
 )
 
+TWO_SEQUENCE = ("two-sequence", "two-sequence-3b", "two-sequence-3c")
+
 
 @pytest.mark.parametrize(
     ("make", "field"),
@@ -22,6 +24,9 @@ from cellstate.training.config import (
         (lambda: TaskConfig("adding", -5), "task.length"),
         (lambda: TaskConfig("adding", 5), "task.length"),  # adding needs T >= 11
         (lambda: TaskConfig("reber", 10), "task.length"),  # reber takes no length
+        (lambda: TaskConfig("two-sequence", 100, 0), "task.n_informative"),
+        (lambda: TaskConfig("two-sequence-3b", 100, True), "task.n_informative"),
+        (lambda: TaskConfig("adding", 100, 3), "task.n_informative"),  # adding takes no N
         (lambda: ModelConfig(kind="gru"), "model.kind"),
         (lambda: ModelConfig(hidden=0), "model.hidden"),
         (lambda: ModelConfig(init="xavier"), "model.init"),
@@ -151,3 +156,23 @@ def test_long_lags_defaults_reach_the_model_and_adam_and_flags_win():
         RunConfig(TaskConfig("long-lag", 100), training=TrainingConfig("sgd")).training.adam_beta2
         is None
     )
+
+
+def test_two_sequence_n_informative_resolves_round_trips_and_reads_back_from_old_configs():
+    assert TaskConfig("two-sequence").n_informative == 3  # the task's default, written down
+    assert TaskConfig("adding").n_informative is None
+    config = RunConfig(TaskConfig("two-sequence-3c", 100, 1))
+    assert config.task.build().n_informative == 1
+    assert RunConfig.from_dict(config.to_dict()) == config
+    old = RunConfig(TaskConfig("two-sequence", 100)).to_dict()
+    del old["task"]["n_informative"]  # config.json of a run from before the field
+    assert RunConfig.from_dict(old).task == TaskConfig("two-sequence", 100, 3)
+    assert RunConfig.from_dict(old).differences(RunConfig(TaskConfig("two-sequence", 100))) == []
+    n1 = RunConfig(TaskConfig("two-sequence", 100, 1))
+    assert n1.differences(RunConfig(TaskConfig("two-sequence", 100))) == ["task.n_informative"]
+
+
+def test_two_sequence_3b_and_3c_keep_the_general_lr_and_the_papers_test_set():
+    lr = {name: RunConfig(TaskConfig(name)).training.lr for name in TWO_SEQUENCE}
+    assert lr == {"two-sequence": 0.1, "two-sequence-3b": DEFAULT_LR, "two-sequence-3c": DEFAULT_LR}
+    assert {RunConfig(TaskConfig(name)).training.test_size for name in TWO_SEQUENCE} == {256}

@@ -51,6 +51,12 @@ def _with_task_defaults(field: str, general: float) -> str:
 TASK_FLAGS = (
     Flag("name", "the task (cellstate tasks lists them)", name="--task"),
     Flag("length", "T, the task's length parameter", shown="the task's"),
+    Flag(
+        "n_informative",
+        "N, the informative inputs that open a two-sequence sequence",
+        name="--informative",
+        shown="3 for the two-sequence tasks, which alone take it",
+    ),
 )
 MODEL_FLAGS = (
     Flag("kind", "lstm, or rnn: a plain tanh RNN", name="--model", choices=MODEL_KINDS),

@@ -17,7 +17,11 @@ from cellstate.tasks.multiplication import MultiplicationTask
 from cellstate.tasks.reber import ReberTask
 from cellstate.tasks.registry import TASKS, make_task
 from cellstate.tasks.temporal_order import TemporalOrder3Task, TemporalOrderTask
-from cellstate.tasks.two_sequence import TwoSequenceTask
+from cellstate.tasks.two_sequence import (
+    TwoSequenceNoisySignalTask,
+    TwoSequenceNoisyTargetTask,
+    TwoSequenceTask,
+)
 
 __all__ = [
     "TASKS",
@@ -35,6 +39,8 @@ __all__ = [
     "Task",
     "TemporalOrder3Task",
     "TemporalOrderTask",
+    "TwoSequenceNoisySignalTask",
+    "TwoSequenceNoisyTargetTask",
     "TwoSequenceTask",
     "make_task",
 ]

@@ -13,7 +13,11 @@ from cellstate.tasks.long_lag_distractors import LongLagDistractorsTask
 from cellstate.tasks.multiplication import MultiplicationTask
 from cellstate.tasks.reber import ReberTask
 from cellstate.tasks.temporal_order import TemporalOrder3Task, TemporalOrderTask
-from cellstate.tasks.two_sequence import TwoSequenceTask
+from cellstate.tasks.two_sequence import (
+    TwoSequenceNoisySignalTask,
+    TwoSequenceNoisyTargetTask,
+    TwoSequenceTask,
+)
 
 TASKS: dict[str, type[Task]] = {
     cls.name: cls
@@ -26,6 +30,8 @@ TASKS: dict[str, type[Task]] = {
         LongLagTask,
         LongLagDistractorsTask,
         TwoSequenceTask,
+        TwoSequenceNoisySignalTask,
+        TwoSequenceNoisyTargetTask,
         ReberTask,
         CopyTask,
     )
@@ -35,8 +41,8 @@ TASKS: dict[str, type[Task]] = {
 def make_task(name: str, length: int | None = None, **kwargs: Any) -> Task:
     """The task called `name`, at `length` (None: the task's `default_length`).
 
-    `kwargs` go to the task's constructor (two-sequence: n_informative; long-lag-distractors:
-    n_distractors). Example: make_task("adding", 1000).
+    `kwargs` go to the task's constructor (the two-sequence tasks: n_informative;
+    long-lag-distractors: n_distractors). Example: make_task("adding", 1000).
     """
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
