@@ -129,6 +129,10 @@ def test_measured_per_task_defaults_and_explicit_flags_win():
 
 def test_hidden_is_resolved_per_task_and_an_explicit_one_wins():
     assert RunConfig(TaskConfig("copy", 100)).model.hidden == 128
+    assert RunConfig(TaskConfig("copy", 100)).training.lr_decay == 0.3
+    assert RunConfig(TaskConfig("adding", 100)).training.lr_decay == 1.0  # a constant lr
+    given = RunConfig(TaskConfig("copy", 100), training=TrainingConfig(lr_decay=1.0))
+    assert given.training.lr_decay == 1.0
     assert RunConfig(TaskConfig("adding", 100)).model.hidden == DEFAULT_HIDDEN == 32
     assert RunConfig(TaskConfig("copy", 100), ModelConfig(hidden=16)).model.hidden == 16
     assert RunConfig(TaskConfig("copy", 100)).to_dict()["model"]["hidden"] == 128
