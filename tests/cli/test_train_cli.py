@@ -1,12 +1,15 @@
 """`cellstate train`: the run directory's files, result.json's keys, bad arguments -> exit 2."""
 
+import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from cellstate.cli.main import main
+from cellstate.cli.main import build_parser, main
+from cellstate.cli.train import config_from_args
 
 TINY = ["--length", "11", "--hidden", "4", "--batch-size", "8", "--test-size", "64", "--quiet"]
 RESULT_KEYS = {
@@ -79,3 +82,21 @@ def test_refuses_to_overwrite_a_run_without_resume_or_force(tmp_path, capsys):
     assert main([*argv, "--force"]) == 0
     assert main([*argv[:-2], "--lr", "0.5", "--out", str(tmp_path), "--resume"]) == 2
     assert "training.lr" in capsys.readouterr().err
+
+
+def test_the_learning_grids_copy_cells_train_with_copys_defaults(tmp_path):
+    """benchmarks/learning.py passes no model or lr flags, so its copy cells get hidden 128 and
+    the lr decay (TASK_DEFAULTS), the settings RESULTS.md's copy runs were measured with."""
+    path = Path(__file__).parents[2] / "benchmarks" / "learning.py"
+    spec = importlib.util.spec_from_file_location("learning_grid", path)
+    learning = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(learning)
+    for cell in ("copy-100", "copy-1000"):
+        argv = learning.command(cell, 1, tmp_path, [])
+        args = build_parser().parse_args(argv[argv.index("train") :])
+        config = config_from_args(args)
+        assert (config.model.hidden, config.training.lr, config.training.lr_decay) == (
+            128,
+            0.01,
+            0.3,
+        )
