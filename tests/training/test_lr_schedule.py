@@ -5,6 +5,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from cellstate.training.config import ModelConfig, RunConfig, TaskConfig, TrainingConfig
 from cellstate.training.lr_schedule import Plateau, scheduled_lr
@@ -36,7 +37,7 @@ def test_scheduled_lr():
     assert scheduled_lr(0.01, 1.0, 5) == 0.01
 
 
-def _config(max_sequences: int, lr_decay: float = 0.5) -> RunConfig:
+def _config(max_sequences: int, lr_decay: float = 0.5, lr_patience: int = 1) -> RunConfig:
     return RunConfig(
         TaskConfig("adding", 11),
         ModelConfig(hidden=4),
@@ -47,7 +48,7 @@ def _config(max_sequences: int, lr_decay: float = 0.5) -> RunConfig:
             checkpoint_every=64,
             test_size=64,
             lr_decay=lr_decay,
-            lr_patience=1,
+            lr_patience=lr_patience,
             max_sequences=max_sequences,
         ),
     )
@@ -73,3 +74,16 @@ def test_the_trainer_cuts_the_lr_and_a_resume_continues_the_schedule(tmp_path):
     assert constant.params_sha256 != whole.params_sha256
     with pytest.raises(ResumeError, match="training.lr_decay"):
         Trainer(_config(960, lr_decay=1.0), tmp_path / "split", resume=True, progress=False)
+
+
+def test_a_checkpoint_from_before_lr_decay_resumes_at_a_constant_lr(tmp_path):
+    old = dict(lr_decay=1.0, lr_patience=2)  # what an old config.json reads back as
+    whole = Trainer(_config(192, **old), progress=False).run()
+    Trainer(_config(96, **old), tmp_path, progress=False).run()
+    path = tmp_path / "checkpoint.pt"
+    state = torch.load(path, weights_only=False)  # as written before the fields existed
+    del state["counters"]["plateau"]
+    del state["config"]["training"]["lr_decay"], state["config"]["training"]["lr_patience"]
+    torch.save(state, path)
+    resumed = Trainer(_config(192, **old), tmp_path, resume=True, progress=False).run()
+    assert resumed.params_sha256 == whole.params_sha256
