@@ -21,14 +21,22 @@ def test_the_docstring_example():
 
 def test_progress_restarts_the_count_and_patience_one_cuts_at_once():
     plateau = Plateau()
-    assert [plateau.update(x, patience=1) for x in (1.0, 0.995, 0.98, 0.98, 0.5)] == [
+    assert [plateau.update(x, patience=1) for x in (1.0, 0.8, 0.795, 0.78, 0.78, 0.5)] == [
         False,  # the first evaluation is progress from inf
-        True,  # 0.995 is not 1% below 1.0
-        False,  # 0.98 is
+        False,  # 0.8: progress, and learning has begun (10% below the first)
+        True,  # 0.795 is not 1% below 0.8
+        False,  # 0.78 is
         True,
         False,
     ]
     assert plateau.cuts == 2 and plateau.best == 0.5
+
+
+def test_no_cut_on_the_initial_plateau():
+    plateau = Plateau()
+    flat = [plateau.update(x, patience=1) for x in (1.0, 1.0, 0.999, 0.995, 0.95, 0.95, 0.95)]
+    assert flat == [False] * 7 and plateau.cuts == 0  # 0.95 is not yet 10% below 1.0
+    assert [plateau.update(x, patience=1) for x in (0.85, 0.85)] == [False, True]
 
 
 def test_scheduled_lr():
