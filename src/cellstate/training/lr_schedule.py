@@ -6,8 +6,10 @@ goes up, and when it reaches `patience` the lr is cut (multiplied by `decay`) an
 restarts. Stalls count only once learning has begun, once the best is START below the first
 evaluation's loss: a plateau before that is the task's initial one (adding at T = 10,000 sat
 on the mean-prediction baseline for up to 100,000 sequences, RESULTS.md), which a smaller step
-would only prolong. After k cuts the lr is lr * decay**k, computed from k so that a resumed
-run sets the same float. The state is four numbers, carried in the trainer's checkpoint.
+would only prolong. (Not a full guard: where the first evaluation is still above the task's
+memoryless loss, as copy's at T = 1000, reaching that loss passes the test; RESULTS.md.)
+After k cuts the lr is lr * decay**k, computed from k so that a resumed run sets the same float.
+The state is four numbers, carried in the trainer's checkpoint.
 
 Example (patience 2, decay 0.3): test losses 0.20, 0.15, 0.149, 0.150 -> the lr is cut once, at
 the fourth evaluation (0.149 and 0.150 are not 1% below 0.15); the lr is then 0.3 lr.
