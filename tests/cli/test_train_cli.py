@@ -1,12 +1,15 @@
 """`cellstate train`: the run directory's files, result.json's keys, bad arguments -> exit 2."""
 
+import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from cellstate.cli.main import main
+from cellstate.cli.main import build_parser, main
+from cellstate.cli.train import config_from_args
 
 TINY = ["--length", "11", "--hidden", "4", "--batch-size", "8", "--test-size", "64", "--quiet"]
 RESULT_KEYS = {
@@ -105,3 +108,21 @@ def test_informative_flag_reaches_the_task_and_the_run_resumes(tmp_path, capsys,
     assert json.loads((tmp_path / "result.json").read_text())["sequences"] == 32
     assert main([*argv[:4], "3", *argv[5:], "--max-sequences", "48", "--resume"]) == 2
     assert "task.n_informative" in capsys.readouterr().err
+
+
+def test_the_learning_grids_copy_cells_train_with_copys_defaults(tmp_path):
+    """benchmarks/learning.py passes no model or lr flags, so its copy cells get hidden 128 and
+    the lr decay (TASK_DEFAULTS), the settings RESULTS.md's copy runs were measured with."""
+    path = Path(__file__).parents[2] / "benchmarks" / "learning.py"
+    spec = importlib.util.spec_from_file_location("learning_grid", path)
+    learning = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(learning)
+    for cell in ("copy-100", "copy-1000"):
+        argv = learning.command(cell, 1, tmp_path, [])
+        args = build_parser().parse_args(argv[argv.index("train") :])
+        config = config_from_args(args)
+        assert (config.model.hidden, config.training.lr, config.training.lr_decay) == (
+            128,
+            0.01,
+            0.3,
+        )

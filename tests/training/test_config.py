@@ -3,8 +3,10 @@
 import pytest
 import torch
 
+from cellstate.tasks import make_task
 from cellstate.training.config import (
     DEFAULT_ADAM_BETA2,
+    DEFAULT_HIDDEN,
     DEFAULT_INPUT_GATE_BOUND,
     DEFAULT_LR,
     ModelConfig,
@@ -13,6 +15,7 @@ from cellstate.training.config import (
     TrainingConfig,
     resolve_t_max,
 )
+from cellstate.training.model import SequenceModel
 
 TWO_SEQUENCE = ("two-sequence", "two-sequence-3b", "two-sequence-3c")
 
@@ -42,6 +45,10 @@ TWO_SEQUENCE = ("two-sequence", "two-sequence-3b", "two-sequence-3c")
         (lambda: TrainingConfig(optimizer="rmsprop"), "training.optimizer"),
         (lambda: TrainingConfig(lr=0.0), "training.lr"),
         (lambda: TrainingConfig(lr=float("nan")), "training.lr"),
+        (lambda: TrainingConfig(lr_decay=0.0), "training.lr_decay"),
+        (lambda: TrainingConfig(lr_decay=1.5), "training.lr_decay"),  # a decay, not a growth
+        (lambda: TrainingConfig(lr_decay=float("nan")), "training.lr_decay"),
+        (lambda: TrainingConfig(lr_patience=0), "training.lr_patience"),
         (lambda: TrainingConfig(momentum=0.9), "training.momentum"),  # Adam has no momentum
         (lambda: TrainingConfig(optimizer="sgd", momentum=1.0), "training.momentum"),
         (lambda: TrainingConfig(adam_beta2=1.0), "training.adam_beta2"),
@@ -104,9 +111,16 @@ def test_round_trip_through_dict():
     config = RunConfig(
         TaskConfig("temporal-order", 50),
         ModelConfig(kind="rnn", hidden=7, init="orthogonal"),
-        TrainingConfig(optimizer="sgd", lr=0.5, momentum=0.9, clip=0.0, seed=3),
+        TrainingConfig(optimizer="sgd", lr=0.5, momentum=0.9, clip=0.0, seed=3, lr_decay=0.3),
     )
     assert RunConfig.from_dict(config.to_dict()) == config
+    assert config.to_dict()["training"]["lr_decay"] == 0.3
+
+
+def test_a_config_from_before_lr_decay_reads_back_as_a_constant_lr():
+    data = RunConfig(TaskConfig("copy", 10)).to_dict()
+    del data["training"]["lr_decay"], data["training"]["lr_patience"]
+    assert RunConfig.from_dict(data).training.lr_decay == 1.0
 
 
 def test_differences_ignore_the_budget():
@@ -176,3 +190,18 @@ def test_two_sequence_3b_and_3c_keep_the_general_lr_and_the_papers_test_set():
     lr = {name: RunConfig(TaskConfig(name)).training.lr for name in TWO_SEQUENCE}
     assert lr == {"two-sequence": 0.1, "two-sequence-3b": DEFAULT_LR, "two-sequence-3c": DEFAULT_LR}
     assert {RunConfig(TaskConfig(name)).training.test_size for name in TWO_SEQUENCE} == {256}
+
+
+def test_hidden_is_resolved_per_task_and_an_explicit_one_wins():
+    assert RunConfig(TaskConfig("copy", 100)).model.hidden == 128
+    assert RunConfig(TaskConfig("copy", 100)).training.lr_decay == 0.3
+    assert RunConfig(TaskConfig("adding", 100)).training.lr_decay == 1.0  # a constant lr
+    given = RunConfig(TaskConfig("copy", 100), training=TrainingConfig(lr_decay=1.0))
+    assert given.training.lr_decay == 1.0
+    assert RunConfig(TaskConfig("adding", 100)).model.hidden == DEFAULT_HIDDEN == 32
+    assert RunConfig(TaskConfig("copy", 100), ModelConfig(hidden=16)).model.hidden == 16
+    assert RunConfig(TaskConfig("copy", 100)).to_dict()["model"]["hidden"] == 128
+    # A model built from an unresolved ModelConfig takes the same per-task default.
+    model = SequenceModel(ModelConfig(t_max=40.0), make_task("copy", 10))
+    assert model.head.in_features == 128
+    assert SequenceModel(ModelConfig(t_max=40.0), make_task("adding", 11)).head.in_features == 32

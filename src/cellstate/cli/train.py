@@ -21,8 +21,10 @@ from cellstate.training.config import (
     BACKENDS,
     DEFAULT_ADAM_BETA2,
     DEFAULT_BATCH_SIZE,
+    DEFAULT_HIDDEN,
     DEFAULT_INPUT_GATE_BOUND,
     DEFAULT_LR,
+    DEFAULT_LR_DECAY,
     DEFAULT_TEST_SIZE,
     DEVICES,
     INITS,
@@ -60,7 +62,7 @@ TASK_FLAGS = (
 )
 MODEL_FLAGS = (
     Flag("kind", "lstm, or rnn: a plain tanh RNN", name="--model", choices=MODEL_KINDS),
-    Flag("hidden", "hidden size H"),
+    Flag("hidden", "hidden size H", shown=_with_task_defaults("hidden", DEFAULT_HIDDEN)),
     Flag("init", "weight initialisation", choices=INITS, shown="chrono (LSTM), default (RNN)"),
     Flag("t_max", "chrono initialisation's T_max", shown="the task's longest lag"),
     Flag("forget_bias", "LSTM forget-gate bias at init (not with chrono, which sets it)"),
@@ -95,6 +97,13 @@ MODEL_FLAGS = (
 TRAINING_FLAGS = (
     Flag("optimizer", "the optimizer", choices=OPTIMIZERS),
     Flag("lr", "learning rate", shown=_with_task_defaults("lr", DEFAULT_LR)),
+    Flag(
+        "lr_decay",
+        "reduce-on-plateau: multiply the lr by this after --lr-patience evaluations without a 1% "
+        "fall of the test loss; 1: constant lr",
+        shown=_with_task_defaults("lr_decay", DEFAULT_LR_DECAY),
+    ),
+    Flag("lr_patience", "evaluations without progress before the lr is cut (see --lr-decay)"),
     Flag("momentum", "SGD momentum (optimizer sgd only)"),
     Flag(
         "adam_beta2",

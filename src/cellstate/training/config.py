@@ -14,7 +14,7 @@ import torch
 
 from cellstate.kernels.dispatch import BACKENDS
 from cellstate.tasks import TASKS, Task, TwoSequenceTask, make_task
-from cellstate.validation import integer, number, one_of
+from cellstate.validation import fail, integer, number, one_of
 
 MODEL_KINDS = ("lstm", "rnn")
 INITS = ("chrono", "default", "orthogonal")
@@ -27,9 +27,12 @@ DEFAULT_INIT = {"lstm": "chrono", "rnn": "default"}
 # 1/sqrt(H): measured on adding T = 10,000, where torch's bound left 3 of 4 seeds on the plateau,
 # a bound of 1 one of 2, and 2 none of 3 (every other task of the grid rerun with 2: RESULTS.md).
 DEFAULT_INPUT_GATE_BOUND = 2.0
+DEFAULT_HIDDEN = 32
 DEFAULT_LR = 0.01
 DEFAULT_ADAM_BETA2 = 0.999  # torch's
 DEFAULT_BATCH_SIZE = 32
+DEFAULT_LR_DECAY = 1.0  # no decay: the step stays lr throughout
+DEFAULT_LR_PATIENCE = 2
 DEFAULT_TEST_SIZE = 2560  # the 1997 paper's test set for adding, multiplication, temporal order
 # Measured exceptions (RESULTS.md): Reber's strings are short and its criterion needs many
 # updates, so smaller batches and a larger step solve it in fewer sequences (3/3 seeds under
@@ -42,9 +45,13 @@ DEFAULT_TEST_SIZE = 2560  # the 1997 paper's test set for adding, multiplication
 # vanishes; a head from h that starts at zero sends none of the middle steps' early errors into
 # the cell, which otherwise learns to drop the first symbol; Adam's beta2 0.9 forgets those
 # steps' early large gradients sooner than 0.999, and batches of 4 give more updates.
+# Copy: hidden 128 (Tallec & Ollivier's width) leaves the memoryless baseline at T = 100 after
+# ~20,000 sequences where the general 32 needs ~120,000; at a constant lr 0.01 it levelled off at
+# ~2.5% symbol error (seed 0, 300,000-320,000), and the first cut to 0.003 halved that at once.
 TASK_DEFAULTS: dict[str, dict[str, float | int | str | bool]] = {
     "reber": {"lr": 0.03, "batch_size": 16},
     "two-sequence": {"lr": 0.1},
+    "copy": {"hidden": 128, "lr_decay": 0.3},
     "long-lag": {
         "batch_size": 4,
         "adam_beta2": 0.9,
@@ -107,7 +114,7 @@ class ModelConfig:
     """
 
     kind: str = "lstm"
-    hidden: int = 32
+    hidden: int | None = None  # None: the task's entry in TASK_DEFAULTS, else DEFAULT_HIDDEN
     init: str | None = None  # None: DEFAULT_INIT[kind]
     t_max: float | None = None
     forget_bias: float = 0.0
@@ -122,7 +129,8 @@ class ModelConfig:
         one_of("model.kind", self.kind, MODEL_KINDS)
         if self.init is None:
             object.__setattr__(self, "init", DEFAULT_INIT[self.kind])
-        integer("model.hidden", self.hidden)
+        if self.hidden is not None:
+            integer("model.hidden", self.hidden)
         one_of("model.init", self.init, INITS)
         one_of("model.output", self.output, OUTPUTS)
         for name in ("input_to_output", "zero_head"):
@@ -163,10 +171,15 @@ class TrainingConfig:
     count to solve is resolved finely, else every 10,000. lr and batch_size None: the measured
     defaults (DEFAULT_LR, DEFAULT_BATCH_SIZE, or the task's TASK_DEFAULTS entry). adam_beta2:
     Adam's second-moment decay (None: the task's TASK_DEFAULTS entry, else DEFAULT_ADAM_BETA2).
+    lr_decay, lr_patience: reduce-on-plateau (training/lr_schedule.py): the lr is multiplied by
+    lr_decay after lr_patience evaluations in a row without the test loss falling 1% below its
+    best; lr_decay 1 keeps the lr constant, None: the task's TASK_DEFAULTS entry, else 1.
     """
 
     optimizer: str = "adam"
     lr: float | None = None  # None: the task's entry in TASK_DEFAULTS, else DEFAULT_LR
+    lr_decay: float | None = None  # None: likewise, else DEFAULT_LR_DECAY
+    lr_patience: int = DEFAULT_LR_PATIENCE
     momentum: float = 0.0
     adam_beta2: float | None = None  # None: the task's entry in TASK_DEFAULTS, else torch's
     batch_size: int | None = None  # None: likewise, else DEFAULT_BATCH_SIZE
@@ -183,6 +196,11 @@ class TrainingConfig:
         one_of("training.optimizer", self.optimizer, OPTIMIZERS)
         if self.lr is not None:
             number("training.lr", self.lr, above=0.0)
+        if self.lr_decay is not None:
+            number("training.lr_decay", self.lr_decay, above=0.0)
+            if self.lr_decay > 1:
+                fail("training.lr_decay", "a factor in (0, 1] (1: no decay)", self.lr_decay)
+        integer("training.lr_patience", self.lr_patience)
         number("training.momentum", self.momentum, at_least=0.0, below=1.0)
         if self.momentum and self.optimizer != "sgd":
             raise ValueError("training.momentum is only used with optimizer sgd")
@@ -230,6 +248,7 @@ class RunConfig:
         m, special = self.model, TASK_DEFAULTS.get(task.name, {})
         model = {
             "output": special.get("output", m.output) if m.output == "auto" else m.output,
+            "hidden": special.get("hidden", DEFAULT_HIDDEN) if m.hidden is None else m.hidden,
             **{
                 name: special.get(name, False) if getattr(m, name) is None else getattr(m, name)
                 for name in ("input_to_output", "zero_head")
@@ -242,6 +261,7 @@ class RunConfig:
         resolved = {
             "eval_every": t.eval_every or (1000 if task.criterion.kind == "test" else 10_000),
             "lr": t.lr or special.get("lr", DEFAULT_LR),
+            "lr_decay": t.lr_decay or special.get("lr_decay", DEFAULT_LR_DECAY),
             "batch_size": t.batch_size or special.get("batch_size", DEFAULT_BATCH_SIZE),
         }
         if t.optimizer == "adam":
@@ -267,7 +287,7 @@ class RunConfig:
         init = model.get("init", DEFAULT_INIT.get(model.get("kind", "lstm")))
         if "input_gate_bound" not in model and init == "chrono":
             # Written before the field existed: the input gate's weights came from torch's bound.
-            model["input_gate_bound"] = 1.0 / math.sqrt(model.get("hidden", ModelConfig.hidden))
+            model["input_gate_bound"] = 1.0 / math.sqrt(model.get("hidden", DEFAULT_HIDDEN))
         if "input_to_output" not in model:
             # Written before long lag's defaults: "auto" meant sigmoid except for copy, and Adam
             # ran with torch's beta2.
@@ -279,6 +299,9 @@ class RunConfig:
             if training.get("optimizer", "adam") == "adam":
                 data = {**data, "training": {**training, "adam_beta2": DEFAULT_ADAM_BETA2}}
         data = {**data, "model": model}
+        training = data.get("training", {})
+        if "lr_decay" not in training:  # written before the field existed: a constant lr
+            data = {**data, "training": {**training, "lr_decay": 1.0}}
         return cls(**{name: kind(**data.get(name, {})) for name, kind in parts.items()})
 
     def differences(self, other: RunConfig) -> list[str]:
@@ -292,6 +315,12 @@ class RunConfig:
                 if getattr(mine, f.name) != getattr(theirs, f.name):
                     out.append(f"{section}.{f.name}")
         return out
+
+
+def task_default(task: str, name: str, general: float | int) -> float | int:
+    """The measured default of the field `name` for `task`: its TASK_DEFAULTS entry, else
+    `general`."""
+    return TASK_DEFAULTS.get(task, {}).get(name, general)
 
 
 def resolve_t_max(task: Task) -> float:

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 import cellstate
 from cellstate.init import input_gate_weights_
 from cellstate.tasks import CopyTask, Task
-from cellstate.training.config import ModelConfig
+from cellstate.training.config import DEFAULT_HIDDEN, ModelConfig, task_default
 
 
 class SequenceModel(nn.Module):
@@ -26,7 +26,7 @@ class SequenceModel(nn.Module):
     def __init__(self, config: ModelConfig, task: Task) -> None:
         super().__init__()
         dtype = getattr(torch, config.dtype)
-        D, H = task.input_size, config.hidden
+        D, H = task.input_size, config.hidden or task_default(task.name, "hidden", DEFAULT_HIDDEN)
         if config.kind == "lstm":
             self.recurrent = cellstate.LSTM(
                 D,

@@ -37,6 +37,7 @@ from cellstate.training.distributed import (
 )
 from cellstate.training.divergence import check_loss
 from cellstate.training.interrupt import GracefulStop
+from cellstate.training.lr_schedule import Plateau, scheduled_lr
 from cellstate.training.model import SequenceModel
 from cellstate.training.run_dir import RunDir
 
@@ -93,6 +94,7 @@ class _Counters:
     last_eval: dict | None = None
     stopped: str | None = None
     window: _Window = field(default_factory=_Window)
+    plateau: Plateau = field(default_factory=Plateau)  # the lr decay's state
 
 
 class Trainer:
@@ -328,11 +330,13 @@ class Trainer:
             "grad_norm_max": w.grad_norm_max if w.steps else None,
             "clipped": w.clipped / w.steps if w.steps else None,
             "skipped": w.skipped,
+            "lr": self.optimizer.param_groups[0]["lr"],  # the step of the updates logged here
             **test,
             "final": final,
         }
         if not final:  # the final evaluation must not change what later lines would say
             c.window = _Window()
+            self._decay_lr(test["test_loss"])
         c.last_eval = line
         if self.world.is_main and self.run_dir is not None:
             self.run_dir.append_metrics(line)
@@ -343,6 +347,13 @@ class Trainer:
                 + "".join(f"  {name} {test[name]:.4f}" for name in self.task.test_metric_names)
             )
         return line
+
+    def _decay_lr(self, test_loss: float) -> None:
+        """Reduce-on-plateau (training/lr_schedule.py), where lr_decay < 1."""
+        t, plateau = self.config.training, self.counters.plateau
+        if t.lr_decay < 1 and plateau.update(test_loss, t.lr_patience):
+            for group in self.optimizer.param_groups:
+                group["lr"] = scheduled_lr(t.lr, t.lr_decay, plateau.cuts)
 
     # ---------------------------------------------------------------- results and checkpoints
 
@@ -410,7 +421,8 @@ class Trainer:
         self.backends = state.get("backends", [])
         counters = dict(state["counters"])
         window = _Window(**counters.pop("window"))
-        self.counters = _Counters(**counters, window=window)
+        plateau = Plateau(**counters.pop("plateau", {}))  # absent: written before lr decay
+        self.counters = _Counters(**counters, window=window, plateau=plateau)
         if self.counters.stopped == "budget":  # a larger budget continues the run
             self.counters.stopped = None
         if self.world.is_main and self.counters.stopped is None:

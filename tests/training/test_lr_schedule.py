@@ -1,0 +1,97 @@
+"""Reduce-on-plateau: the schedule's arithmetic, and a trainer that cuts the lr and resumes the
+schedule bit for bit."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from cellstate.training.config import ModelConfig, RunConfig, TaskConfig, TrainingConfig
+from cellstate.training.lr_schedule import Plateau, scheduled_lr
+from cellstate.training.trainer import ResumeError, Trainer
+
+
+def test_the_docstring_example():
+    plateau = Plateau()
+    cuts = [plateau.update(loss, patience=2) for loss in (0.20, 0.15, 0.149, 0.150)]
+    assert cuts == [False, False, False, True]
+    assert (plateau.best, plateau.stalled, plateau.cuts) == (0.15, 0, 1)
+
+
+def test_progress_restarts_the_count_and_patience_one_cuts_at_once():
+    plateau = Plateau()
+    assert [plateau.update(x, patience=1) for x in (1.0, 0.8, 0.795, 0.78, 0.78, 0.5)] == [
+        False,  # the first evaluation is progress from inf
+        False,  # 0.8: progress, and learning has begun (10% below the first)
+        True,  # 0.795 is not 1% below 0.8
+        False,  # 0.78 is
+        True,
+        False,
+    ]
+    assert plateau.cuts == 2 and plateau.best == 0.5
+
+
+def test_no_cut_on_the_initial_plateau():
+    plateau = Plateau()
+    flat = [plateau.update(x, patience=1) for x in (1.0, 1.0, 0.999, 0.995, 0.95, 0.95, 0.95)]
+    assert flat == [False] * 7 and plateau.cuts == 0  # 0.95 is not yet 10% below 1.0
+    assert [plateau.update(x, patience=1) for x in (0.85, 0.85)] == [False, True]
+
+
+def test_scheduled_lr():
+    assert scheduled_lr(0.01, 0.3, 0) == 0.01
+    assert scheduled_lr(0.01, 0.3, 2) == pytest.approx(0.0009)
+    assert scheduled_lr(0.01, 1.0, 5) == 0.01
+
+
+def _config(max_sequences: int, lr_decay: float = 0.5, lr_patience: int = 1) -> RunConfig:
+    return RunConfig(
+        TaskConfig("adding", 11),
+        ModelConfig(hidden=4),
+        TrainingConfig(
+            lr=0.1,  # high enough for the test loss to stall and the lr to be cut
+            batch_size=8,
+            eval_every=32,
+            checkpoint_every=64,
+            test_size=64,
+            lr_decay=lr_decay,
+            lr_patience=lr_patience,
+            max_sequences=max_sequences,
+        ),
+    )
+
+
+def _lrs(run_dir) -> list[float]:
+    return [json.loads(line)["lr"] for line in open(run_dir / "metrics.jsonl")]
+
+
+def test_the_trainer_cuts_the_lr_and_a_resume_continues_the_schedule(tmp_path):
+    whole = Trainer(_config(640), tmp_path / "whole", progress=False).run()
+    lrs = _lrs(tmp_path / "whole")
+    # Every logged lr is 0.1 * 0.5**k, k never falling; cuts happen before and after 320.
+    cuts = [round(math.log2(0.1 / lr)) for lr in lrs]
+    assert lrs == [0.1 * 0.5**k for k in cuts] and cuts == sorted(cuts)
+    assert 0 < cuts[len(cuts) // 2 - 1] < cuts[-1]
+    Trainer(_config(320), tmp_path / "split", progress=False).run()
+    resumed = Trainer(_config(640), tmp_path / "split", resume=True, progress=False).run()
+    assert resumed.params_sha256 == whole.params_sha256
+    assert _lrs(tmp_path / "split") == lrs
+    # A constant lr (decay 1) is a different run, and one a resume refuses to mix in.
+    constant = Trainer(_config(640, lr_decay=1.0), progress=False).run()
+    assert constant.params_sha256 != whole.params_sha256
+    with pytest.raises(ResumeError, match="training.lr_decay"):
+        Trainer(_config(960, lr_decay=1.0), tmp_path / "split", resume=True, progress=False)
+
+
+def test_a_checkpoint_from_before_lr_decay_resumes_at_a_constant_lr(tmp_path):
+    old = dict(lr_decay=1.0, lr_patience=2)  # what an old config.json reads back as
+    whole = Trainer(_config(192, **old), progress=False).run()
+    Trainer(_config(96, **old), tmp_path, progress=False).run()
+    path = tmp_path / "checkpoint.pt"
+    state = torch.load(path, weights_only=False)  # as written before the fields existed
+    del state["counters"]["plateau"]
+    del state["config"]["training"]["lr_decay"], state["config"]["training"]["lr_patience"]
+    torch.save(state, path)
+    resumed = Trainer(_config(192, **old), tmp_path, resume=True, progress=False).run()
+    assert resumed.params_sha256 == whole.params_sha256
