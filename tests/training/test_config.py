@@ -96,15 +96,23 @@ def test_a_config_from_before_input_gate_bound_reads_back_as_torchs_bound():
 
 
 def test_a_config_from_before_long_lags_defaults_reads_back_as_it_ran():
-    for task, output in (("long-lag", "sigmoid"), ("copy", "linear")):
+    for task, output in (("long-lag", "sigmoid"), ("copy", "auto"), ("adding", "auto")):
         data = RunConfig(TaskConfig(task, 100)).to_dict()
-        for name in ("input_to_output", "zero_head", "output"):
+        for name in ("input_to_output", "zero_head"):
             del data["model"][name]
+        data["model"]["output"] = "auto"  # what every run wrote then
         del data["training"]["adam_beta2"]
-        model = RunConfig.from_dict(data).model
-        assert (model.input_to_output, model.zero_head, model.output) == (False, False, output)
         config = RunConfig.from_dict(data)
+        model = config.model
+        assert (model.input_to_output, model.zero_head, model.output) == (False, False, output)
         assert config.training.adam_beta2 == DEFAULT_ADAM_BETA2
+        # Where the defaults did not change, the run resumes with the default flags.
+        changed = config.differences(RunConfig(TaskConfig(task, 100)))
+        assert changed == (
+            ["model.output", "model.input_to_output", "model.zero_head", "training.adam_beta2"]
+            if task == "long-lag"
+            else []
+        )
 
 
 def test_round_trip_through_dict():

@@ -289,12 +289,13 @@ class RunConfig:
             # Written before the field existed: the input gate's weights came from torch's bound.
             model["input_gate_bound"] = 1.0 / math.sqrt(model.get("hidden", DEFAULT_HIDDEN))
         if "input_to_output" not in model:
-            # Written before long lag's defaults: "auto" meant sigmoid except for copy, and Adam
-            # ran with torch's beta2.
+            # Written before long lag's defaults, and Adam ran with torch's beta2. "auto" meant
+            # what it means now (sigmoid, linear for copy) for every task but long lag, where it
+            # now means linear: keep "auto" there, so that such runs resume with default flags.
             model.update(input_to_output=False, zero_head=False)
-            if model.get("output", "auto") == "auto":
-                task = data.get("task", {}).get("name", TaskConfig.name)
-                model["output"] = "linear" if task == "copy" else "sigmoid"
+            task = data.get("task", {}).get("name", TaskConfig.name)
+            if model.get("output", "auto") == "auto" and "output" in TASK_DEFAULTS.get(task, {}):
+                model["output"] = "sigmoid"
             training = data.get("training", {})
             if training.get("optimizer", "adam") == "adam":
                 data = {**data, "training": {**training, "adam_beta2": DEFAULT_ADAM_BETA2}}
