@@ -39,6 +39,22 @@ def test_no_cut_on_the_initial_plateau():
     assert [plateau.update(x, patience=1) for x in (0.85, 0.85)] == [False, True]
 
 
+def test_no_cut_above_half_the_memoryless_baseline():
+    # Copy at T = 1000 (RESULTS.md): the first evaluation above the baseline 0.0204, then a
+    # plateau 11% below it; without the baseline the lr was cut at every second evaluation.
+    losses = (0.0225, 0.0205, 0.0199, 0.0196, 0.0197, 0.0197, 0.0189, 0.0186, 0.0185, 0.0185)
+    without = Plateau()
+    assert sum(without.update(x, patience=2) for x in losses) == 2
+    plateau = Plateau()
+    assert not any(plateau.update(x, patience=2, baseline=0.0204) for x in losses)
+    # Once learning is under way (below half the baseline) stalls count as before.
+    assert [plateau.update(x, patience=2, baseline=0.0204) for x in (0.01, 0.0099, 0.0099)] == [
+        False,
+        False,
+        True,
+    ]
+
+
 def test_scheduled_lr():
     assert scheduled_lr(0.01, 0.3, 0) == 0.01
     assert scheduled_lr(0.01, 0.3, 2) == pytest.approx(0.0009)
@@ -95,3 +111,27 @@ def test_a_checkpoint_from_before_lr_decay_resumes_at_a_constant_lr(tmp_path):
     torch.save(state, path)
     resumed = Trainer(_config(192, **old), tmp_path, resume=True, progress=False).run()
     assert resumed.params_sha256 == whole.params_sha256
+
+
+def test_the_trainer_gives_the_plateau_copy_s_memoryless_baseline(tmp_path):
+    # Copy T = 30 learns its blanks (the test loss falls far below the first evaluation's) but
+    # stays above half its baseline in 1280 sequences: no cut (the old rule cut three times).
+    config = RunConfig(
+        TaskConfig("copy", 30),
+        ModelConfig(hidden=8),
+        TrainingConfig(
+            lr=0.01,
+            batch_size=8,
+            eval_every=64,
+            test_size=64,
+            lr_decay=0.5,
+            lr_patience=1,
+            max_sequences=1280,
+        ),
+    )
+    trainer = Trainer(config, tmp_path, progress=False)
+    trainer.run()
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    losses = [row["test_loss"] for row in rows]
+    assert min(losses) < 0.9 * losses[0] and min(losses) > 0.5 * trainer.task.baseline_loss
+    assert {row["lr"] for row in rows} == {0.01}

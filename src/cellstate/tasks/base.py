@@ -85,6 +85,12 @@ class Task(ABC):
         None where no figure was published for it."""
         return None
 
+    @property
+    def baseline_loss(self) -> float | None:
+        """The test loss of the best memoryless model, where the task states it (copy); None
+        elsewhere."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(length={self.length})"
 

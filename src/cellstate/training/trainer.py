@@ -351,7 +351,7 @@ class Trainer:
     def _decay_lr(self, test_loss: float) -> None:
         """Reduce-on-plateau (training/lr_schedule.py), where lr_decay < 1."""
         t, plateau = self.config.training, self.counters.plateau
-        if t.lr_decay < 1 and plateau.update(test_loss, t.lr_patience):
+        if t.lr_decay < 1 and plateau.update(test_loss, t.lr_patience, self.task.baseline_loss):
             for group in self.optimizer.param_groups:
                 group["lr"] = scheduled_lr(t.lr, t.lr_decay, plateau.cuts)
 
