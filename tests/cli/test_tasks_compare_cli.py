@@ -100,3 +100,13 @@ def test_kernel_compile_is_timed_apart_from_the_runs(tmp_path, capsys, monkeypat
     printed = capsys.readouterr().out
     assert "CPU kernel compiled: " in printed and "(not counted in the runs' seconds)" in printed
     assert data["answer"] in printed and data["claim"].startswith("The article's claim")
+
+
+def test_compare_uses_each_task_s_own_hidden_size():
+    def hidden(*flags):
+        args = build_parser().parse_args(["compare", "--lengths", "11", *flags])
+        return {config.model.hidden for config in compare.build_configs(args)}
+
+    assert hidden() == {32}  # adding, the demo: the general default
+    assert hidden("--task", "copy", "--models", "lstm") == {128}  # copy's own (TASK_DEFAULTS)
+    assert hidden("--task", "copy", "--hidden", "16") == {16}

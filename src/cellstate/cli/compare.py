@@ -37,7 +37,6 @@ from cellstate.training.trainer import Result, Trainer
 DEFAULT_TASK = "adding"
 DEFAULT_LENGTHS = (11, 20, 50, 100, 200, 1000)
 DEFAULT_BUDGET = 50_000
-DEFAULT_HIDDEN = 32
 # An evaluation on the held-out set every this many sequences (runs are short: a dense curve shows
 # the moment the LSTM finds the solution; each costs about as much as 800 training sequences).
 EVAL_EVERY = 2000
@@ -62,7 +61,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--models", default=",".join(("rnn", "lstm")), help="default rnn,lstm")
     parser.add_argument(
-        "--hidden", type=int, default=DEFAULT_HIDDEN, help="hidden size H (default %(default)s)"
+        "--hidden",
+        type=int,
+        help="hidden size H (default: the task's own, the one `cellstate train` uses)",
     )
     parser.add_argument(
         "--max-sequences", type=int, default=DEFAULT_BUDGET, help="budget of each run"
