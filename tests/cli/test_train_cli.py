@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cellstate.cli.main import build_parser, main
-from cellstate.cli.train import config_from_args
+from cellstate.cli.train import config_from_args, default_run_dir
 
 TINY = ["--length", "11", "--hidden", "4", "--batch-size", "8", "--test-size", "64", "--quiet"]
 RESULT_KEYS = {
@@ -126,3 +126,17 @@ def test_the_learning_grids_copy_cells_train_with_copys_defaults(tmp_path):
             0.01,
             0.3,
         )
+
+
+def test_the_default_run_folder_names_a_non_default_n():
+    def folder(*flags):
+        return default_run_dir(config_from_args(build_parser().parse_args(["train", *flags])))
+
+    assert folder("--task", "adding", "--length", "100") == "runs/train-adding-100-lstm-s0"
+    assert folder("--task", "two-sequence") == "runs/train-two-sequence-100-lstm-s0"
+    assert folder("--task", "two-sequence", "--informative", "3") == folder(
+        "--task", "two-sequence"
+    )
+    assert folder("--task", "two-sequence-3b", "--informative", "1", "--seed", "2") == (
+        "runs/train-two-sequence-3b-100-n1-lstm-s2"
+    )

@@ -143,7 +143,11 @@ def register(subparsers) -> None:
         "budget is spent. Defaults are the measured ones (RESULTS.md).",
     )
     add_config_arguments(parser)
-    parser.add_argument("--out", help="run directory (default runs/train-TASK-T-MODEL-sSEED)")
+    parser.add_argument(
+        "--out",
+        help="run directory (default runs/train-TASK-T-MODEL-sSEED; -nN after T for an "
+        "--informative N other than the task's default)",
+    )
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its checkpoint"
     )
@@ -181,17 +185,24 @@ def describe(result: Result) -> str:
     )
 
 
+def default_run_dir(config: RunConfig) -> str:
+    """runs/train-TASK-T[-nN]-MODEL-sSEED; N only where it is not the task's default, so that
+    two-sequence runs with N = 1 and N = 3 do not share a folder (nor a default run its old one)."""
+    task = config.task.build()
+    n = getattr(task, "n_informative", None)
+    n_part = f"-n{n}" if n is not None and n != type(task).default_informative else ""
+    return (
+        f"runs/train-{task.name}-{task.length}{n_part}-{config.model.kind}-s{config.training.seed}"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
     except ValueError as error:
         return usage_error("train", error)
     t = config.training
-    out = Path(
-        args.out
-        or f"runs/train-{config.task.name}-{config.task.build().length or 'x'}-"
-        f"{config.model.kind}-s{t.seed}"
-    )
+    out = Path(args.out or default_run_dir(config))
     existing = (out / "checkpoint.pt").is_file()
     if existing and not (args.resume or args.force):
         return usage_error(
