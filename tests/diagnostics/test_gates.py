@@ -41,6 +41,15 @@ def test_trace_shapes_and_markers(task_name):
     assert len(trace.output) == task.output_size == len(trace.target)
 
 
+def test_3c_trace_shows_the_target_the_model_is_trained_on():
+    run = config("two-sequence-3c", 20)
+    task = run.task.build()
+    batch = task.batch(3, torch.Generator().manual_seed(1))
+    trace = gate_trace(build_model(run), task, batch, index=2)
+    # targets (B, 2): the noisy target the loss uses, then the noise-free one (not an output)
+    assert trace.target == [batch.targets[2, 0].item()] and len(trace.output) == 1
+
+
 def test_traced_output_is_the_models_last_output_with_an_input_to_output_connection():
     run = config("long-lag", 8)  # its defaults: a linear head that also reads the input
     assert run.model.input_to_output

@@ -98,7 +98,9 @@ def gate_trace(
         *(take(name) for name in GATES),
         markers=marker_steps(task, inputs[:, 0].cpu()),
         task=task.name,
-        target=target.float().flatten().tolist(),
+        # The first output_size columns: 3c's second column (the noise-free target) is a
+        # reference for its accuracy, not something the model outputs.
+        target=target.float().flatten()[: task.output_size].tolist(),
         output=output.float().flatten().tolist(),
     )
 
