@@ -276,7 +276,9 @@ class LSTM(RecurrentBase):
         mask = None
         if self.recurrent_dropout and self.training:
             keep = 1.0 - self.recurrent_dropout
-            mask = torch.bernoulli(x.new_full((B, P), keep)) / keep
+            # Drawn at least in float32: a bfloat16 keep probability is rounded (0.9 -> 0.898).
+            dtype = torch.promote_types(x.dtype, torch.float32)
+            mask = (torch.bernoulli(x.new_full((B, P), keep, dtype=dtype)) / keep).to(x.dtype)
         return StepNoise(zoneout(z_h, P), zoneout(z_c, H), mask)
 
     def forward(self, input, hx: tuple[Tensor, Tensor] | None = None, return_states=None):
