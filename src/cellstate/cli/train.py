@@ -100,7 +100,8 @@ TRAINING_FLAGS = (
     Flag(
         "lr_decay",
         "reduce-on-plateau: multiply the lr by this after --lr-patience evaluations without a 1% "
-        "fall of the test loss; 1: constant lr",
+        "fall of the test loss, once learning has begun (the test loss 10% below the first "
+        "evaluation's, and below half the task's memoryless loss where it has one); 1: constant lr",
         shown=_with_task_defaults("lr_decay", DEFAULT_LR_DECAY),
     ),
     Flag("lr_patience", "evaluations without progress before the lr is cut (see --lr-decay)"),
