@@ -30,7 +30,7 @@ import torch
 # name: (task, length or None, the paper's sequences (None: no figure), budget, model).
 # Budgets: the paper's figure (the target is to beat it), adding T=1000 the 200,000 target,
 # adding T=10,000 the 100,000 target; copy (no 1997 figure) 500,000 (T=100 with its defaults,
-# hidden 128 and the lr cut on plateaus, gets below 1% symbol error within it: RESULTS.md);
+# hidden 128 and the lr cut on plateaus, meets its criterion, symbol error below 1%, within it);
 # long-lag the paper's 5,040 plus the 10,000 successive correct
 # sequences its criterion needs (which cellstate counts); the plain-RNN cells find the longest
 # lag at which an RNN still solves adding.

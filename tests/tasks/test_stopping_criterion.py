@@ -26,6 +26,8 @@ def ok(n: int) -> torch.Tensor:
         ({"kind": "mse", "window": 10}, "mse: beta"),
         ({"kind": "test"}, "test: test_size"),
         ({"kind": "window", "window": 5, "max_sequences": 0}, "max_sequences"),
+        ({"kind": "metric", "beta": 0.01}, "metric: a test metric's name"),
+        ({"kind": "test", "test_size": 4, "metric": "symbol_error"}, "for kind 'metric' only"),
     ],
 )
 def test_invalid_criteria_raise(kwargs: dict, message: str) -> None:
@@ -103,6 +105,23 @@ def test_test_kind_with_max_wrong_allows_that_many_errors() -> None:
     assert "at most 1 of 4 fresh test sequences wrong" in monitor.criterion.describe()
     with pytest.raises(ValueError, match="max_wrong"):
         StoppingCriterion("st3", beta=0.1, window=4, max_wrong=1)
+
+
+def test_metric_kind_follows_the_latest_evaluation_s_metric() -> None:
+    monitor = StoppingCriterion("metric", beta=0.01, metric="symbol_error").monitor()
+    monitor.update(0.0, ok(100))
+    assert not monitor.satisfied(), "training batches alone never satisfy a metric criterion"
+    monitor.update_test(flags(0, 0), {"symbol_error": 0.0099})  # wrong sequences do not matter
+    assert monitor.satisfied()
+    monitor.update_test(ok(2), {"symbol_error": 0.01})
+    assert not monitor.satisfied()
+    assert monitor.criterion.describe() == "symbol_error on the held-out sequences < 0.01"
+
+
+def test_copy_stops_when_its_symbol_error_is_below_one_percent() -> None:
+    criterion = make_task("copy").criterion
+    assert (criterion.kind, criterion.metric, criterion.beta) == ("metric", "symbol_error", 0.01)
+    assert criterion.metric in make_task("copy").test_metric_names
 
 
 def test_gave_up_counts_sequences() -> None:

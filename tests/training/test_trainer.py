@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from cellstate.tasks import StoppingCriterion
+from cellstate.tasks.copy_memory import CopyTask
 from cellstate.training.config import ModelConfig, RunConfig, TaskConfig, TrainingConfig
 from cellstate.training.trainer import ResumeError, Trainer
 
@@ -99,3 +101,25 @@ def test_copy_logs_the_symbol_error_of_the_copied_part(tmp_path):
     assert 0.5 < line["symbol_error"] <= 1.0  # an untrained model: about chance, 7/8
     Trainer(_config(96), tmp_path / "adding", progress=False).run()
     assert "symbol_error" not in json.loads(open(tmp_path / "adding" / "metrics.jsonl").readline())
+
+
+@pytest.mark.parametrize("bound", [0.99, 1e-9])
+def test_copy_stops_at_the_first_evaluation_with_its_symbol_error_below_the_bound(
+    tmp_path, monkeypatch, bound
+):
+    # copy's criterion is "symbol error < 0.01"; an untrained model is near chance (7/8), so the
+    # bound 0.99 holds at the first evaluation and 1e-9 never.
+    criterion = StoppingCriterion("metric", beta=bound, metric="symbol_error")
+    monkeypatch.setattr(CopyTask, "criterion", property(lambda self: criterion))
+    config = RunConfig(
+        TaskConfig("copy", 5),
+        ModelConfig(hidden=4),
+        TrainingConfig(**{**TINY, "max_sequences": 288}),
+    )
+    result = Trainer(config, tmp_path, progress=False).run()
+    lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    if bound == 0.99:
+        assert result.solved and result.stopped == "solved" and result.sequences == 96
+        assert [line["sequences"] for line in lines] == [96] and lines[0]["symbol_error"] < 0.99
+    else:
+        assert not result.solved and result.stopped == "budget" and result.sequences == 288

@@ -10,6 +10,8 @@ every criterion counts sequences, not batches. Kinds:
 - "mse":    the average training error over the `window` most recent sequences is below `beta`.
 - "test":   a test set of `test_size` fresh sequences is processed without error (ST1), or with
             at most `max_wrong` errors where the paper stopped at a count (multiplication).
+- "metric": the task's test metric `metric` on the held-out set is below `beta` (copy: the symbol
+            error on the copied part below 1%, the modern papers' measure; no 1997 criterion).
 
 `max_sequences` is the paper's give-up point, where it had one (2a: 5,000,000).
 
@@ -30,12 +32,13 @@ from torch import Tensor
 
 from cellstate.validation import integer, number, one_of
 
-Kind = Literal["st3", "window", "mse", "test"]
+Kind = Literal["st3", "window", "mse", "test", "metric"]
 _NEEDS: dict[str, tuple[str, ...]] = {
     "st3": ("beta", "window"),
     "window": ("window",),
     "mse": ("beta", "window"),
     "test": ("test_size",),
+    "metric": ("beta",),
 }
 
 
@@ -49,11 +52,16 @@ class StoppingCriterion:
     test_size: int | None = None
     max_sequences: int | None = None
     max_wrong: int = 0  # "test" only
+    metric: str | None = None  # "metric" only: a name in the task's test_metric_names
 
     def __post_init__(self) -> None:
         one_of("kind", self.kind, sorted(_NEEDS))
         for field in _NEEDS[self.kind]:
             number(f"{self.kind}: {field}", getattr(self, field), above=0)
+        if (self.kind == "metric") != (self.metric is not None):
+            raise ValueError(
+                f"metric: a test metric's name for kind 'metric' only; got {self.metric!r}"
+            )
         if self.max_sequences is not None:
             integer("max_sequences", self.max_sequences)
         if self.max_wrong and (self.kind != "test" or not 0 < self.max_wrong < self.test_size):
@@ -71,6 +79,7 @@ class StoppingCriterion:
             "test": f"at most {self.max_wrong} of {self.test_size} fresh test sequences wrong"
             if self.max_wrong
             else f"no error on {self.test_size} fresh test sequences",
+            "metric": f"{self.metric} on the held-out sequences < {self.beta}",
         }[self.kind]
         if self.max_sequences is not None:
             text += f"; give up after {self.max_sequences} sequences"
@@ -104,8 +113,12 @@ class CriterionMonitor:
         self._streak = self._streak + size if wrong.numel() == 0 else size - 1 - int(wrong[-1])
         self._errors.extend([float(loss)] * size)
 
-    def update_test(self, correct: Tensor) -> None:
-        """Record a test evaluation: (N,) bool correctness flags of N >= test_size sequences."""
+    def update_test(self, correct: Tensor, metrics: dict[str, float] | None = None) -> None:
+        """Record a test evaluation: (N,) bool correctness flags of N >= test_size sequences and
+        the task's test metrics on them (the "metric" kind reads its one)."""
+        if self.criterion.kind == "metric":
+            self._test_passed = (metrics or {})[self.criterion.metric] < self.criterion.beta
+            return
         size = self.criterion.test_size
         if size is not None and correct.numel() < size:
             raise ValueError(
@@ -116,7 +129,7 @@ class CriterionMonitor:
     def satisfied(self) -> bool:
         """True once the criterion holds."""
         c = self.criterion
-        if c.kind == "test":
+        if c.kind in ("test", "metric"):
             return self._test_passed
         all_correct = self._streak >= c.window
         if c.kind == "window":

@@ -173,7 +173,8 @@ class TrainingConfig:
     Adam's second-moment decay (None: the task's TASK_DEFAULTS entry, else DEFAULT_ADAM_BETA2).
     lr_decay, lr_patience: reduce-on-plateau (training/lr_schedule.py): the lr is multiplied by
     lr_decay after lr_patience evaluations in a row without the test loss falling 1% below its
-    best, once learning has begun (lr_schedule.py says when); lr_decay 1 keeps the lr constant, None: the task's TASK_DEFAULTS entry, else 1.
+    best, once learning has begun (lr_schedule.py says when); lr_decay 1 keeps the lr constant,
+    None: the task's TASK_DEFAULTS entry, else 1.
     """
 
     optimizer: str = "adam"

@@ -191,7 +191,7 @@ class Trainer:
                     start = time.perf_counter()
                     self._evaluate_and_log(bar)
                     c.next_eval = (self.monitor.sequences // t.eval_every + 1) * t.eval_every
-                    if self.monitor.satisfied():  # the "test" criterion is decided here
+                    if self.monitor.satisfied():  # "test" and "metric" are decided here
                         c.stopped = "solved"
                 if self.monitor.sequences >= next_checkpoint and c.stopped is None:
                     c.seconds += time.perf_counter() - start
@@ -313,13 +313,16 @@ class Trainer:
         c, w = self.counters, self.counters.window
         test = self.evaluate()
         # The "test" criterion (Reber, two-sequence) only looks at whether every test sequence
-        # was right: flags with `wrong` False entries say exactly that.
+        # was right: flags with `wrong` False entries say exactly that; "metric" (copy) at its
+        # test metric.
         # The final evaluation (at the budget) is not one of the periodic checks the criterion
         # is decided on: feeding it would let a resumed run stop where an uninterrupted one goes on.
         if not final:
             flags = torch.ones(self.config.training.test_size, dtype=torch.bool)
             flags[: test["wrong"]] = False
-            self.monitor.update_test(flags)
+            self.monitor.update_test(
+                flags, {name: test[name] for name in self.task.test_metric_names}
+            )
         line = {
             "sequences": self.monitor.sequences,
             "steps": c.steps,
