@@ -185,6 +185,11 @@ inline void round_to_bf16(const float* __restrict in, int64_t n, uint16_t* __res
   }
 }
 
+// n bfloat16 values (bits) as they are: rows of A that are bfloat16 already (the input x).
+inline void round_to_bf16(const uint16_t* __restrict in, int64_t n, uint16_t* __restrict out) {
+  std::memcpy(out, in, size_t(n) * sizeof(uint16_t));
+}
+
 // How many weights were packed for bfloat16 per-step products, and how many whole-sequence
 // products ran on bfloat16 operands, since the library loaded (tests read them to know that
 // these paths ran).
@@ -355,6 +360,43 @@ struct PackedWeight {
     ++bf16_packings;
   }
 
+  // [W1^T; W2^T] (K1 + K2, N) in bfloat16 panels, packed straight from bfloat16 W1 (N, K1) and
+  // W2 (N, K2) as torch stores them (the LSTM's w_ih and w_hh; T float only), for
+  // multiply_stacked(): the values of the constructor's packing of their float32 transposes,
+  // stacked, without making those per call (a conversion, two transposes and a concatenation
+  // cost a T = 1 call more than its products). Not packed where the constructor would not pack
+  // (tiny products, no bfloat16 brgemm): bf16_packed() is false, the caller multiplies in float32.
+  static PackedWeight stacked_bf16(const Tensor& w1_, const Tensor& w2_, int64_t rows) {
+    PackedWeight w;
+    const Tensor w1 = w1_.contiguous(), w2 = w2_.contiguous();
+    const int64_t K1 = w1.size(1), K2 = w2.size(1);
+    w.N = w1.size(0);
+    w.K = K1 + K2;
+    w.K2 = (w.K + 1) / 2 * 2;
+    if (!std::is_same_v<T, float> || rows * w.K * w.N <= kSmallGemm || w.K < kNarrow ||
+        !bf16_brgemm_works()) {
+      return w;
+    }
+    w.vnni_storage = at::empty({w.K2 * w.N}, w1.options());
+    auto* out = reinterpret_cast<uint16_t*>(w.vnni_storage.data_ptr<at::BFloat16>());
+    const auto* src1 = reinterpret_cast<const uint16_t*>(w1.data_ptr<at::BFloat16>());
+    const auto* src2 = reinterpret_cast<const uint16_t*>(w2.data_ptr<at::BFloat16>());
+    for (int64_t n0 = 0; n0 < w.N; n0 += kPanel) {
+      const int64_t width = std::min(kPanel, w.N - n0);
+      uint16_t* panel = out + n0 * w.K2;  // element (k, j) at [k / 2][j][k % 2]
+      for (int64_t j = 0; j < width; ++j) {
+        const uint16_t* row1 = src1 + (n0 + j) * K1;  // column n0 + j of W1^T
+        const uint16_t* row2 = src2 + (n0 + j) * K2;
+        for (int64_t k = 0; k < w.K2; ++k) {
+          const uint16_t v = k < K1 ? row1[k] : k < w.K ? row2[k - K1] : uint16_t(0);
+          panel[(k / 2) * width * 2 + j * 2 + k % 2] = v;
+        }
+      }
+    }
+    ++bf16_packings;
+    return w;
+  }
+
   bool packed() const { return panels_storage.defined() || vnni_storage.defined(); }
   bool bf16_packed() const { return vnni_storage.defined(); }
   int64_t panels() const { return packed() ? (N + kPanel - 1) / kPanel : 1; }
@@ -402,7 +444,9 @@ struct PackedWeight {
   // C (m, N) = [A1 A2] B over panels [p0, p1): A1 (m, k1) and A2 (m, K - k1) side by side, for
   // a B packed from two weights stacked (B1 (k1, N) over B2): A1 B1 + A2 B2 as one product per
   // panel. bfloat16 panels only (stacked_bf16()); the thread must release_bf16_tiles() after.
-  void multiply_stacked(int64_t m, int64_t p0, int64_t p1, const float* a1, int64_t lda1,
+  // A1 float (rounded), or bfloat16 bits (copied).
+  template <typename A1>
+  void multiply_stacked(int64_t m, int64_t p0, int64_t p1, const A1* a1, int64_t lda1,
                         int64_t k1, const float* a2, int64_t lda2, float* c, int64_t ldc) const {
     multiply_bf16_rows(m, p0, p1, false, c, ldc, [&](int64_t r, uint16_t* row) {
       round_to_bf16(a1 + r * lda1, k1, row);
