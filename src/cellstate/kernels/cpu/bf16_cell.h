@@ -133,8 +133,20 @@ inline void cell_forward_row_bf16(const LSTMShape& s, const LSTMParams<float>& q
   }
 }
 
+// sigmoid[k] = sigmoid(x[k]), tanh[k] = tanh(x[k]) for k < n, by act512 (tests).
+inline void activations_bf16(const float* x, int64_t n, float* sigmoid, float* tanh) {
+  for (int64_t k = 0; k < n; k += 16) {
+    const __mmask16 m = n - k >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - k)) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(m, x + k);
+    _mm512_mask_storeu_ps(sigmoid + k, m, act512::sigmoid(v));
+    _mm512_mask_storeu_ps(tanh + k, m, act512::tanh(v));
+  }
+}
+
 #else
 constexpr bool kBF16Cell = false;
+
+inline void activations_bf16(const float*, int64_t, float*, float*) {}
 
 template <bool FG, bool PEEP>
 inline void cell_forward_row_bf16(const LSTMShape&, const LSTMParams<float>&, const float*,

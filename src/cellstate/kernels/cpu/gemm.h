@@ -391,15 +391,17 @@ struct PackedWeight {
     auto* out = reinterpret_cast<uint16_t*>(w.vnni_storage.data_ptr<at::BFloat16>());
     const auto* src1 = reinterpret_cast<const uint16_t*>(w1.data_ptr<at::BFloat16>());
     const auto* src2 = reinterpret_cast<const uint16_t*>(w2.data_ptr<at::BFloat16>());
+    // Column n of [W1^T; W2^T] is row n of W1 then of W2 (and a zero), laid out contiguously;
+    // its pairs of rows k, k + 1 are one 32-bit word each, at [k / 2][n - n0] in its panel.
+    std::vector<uint16_t> column(size_t(w.K2), uint16_t(0));
     for (int64_t n0 = 0; n0 < w.N; n0 += kPanel) {
       const int64_t width = std::min(kPanel, w.N - n0);
-      uint16_t* panel = out + n0 * w.K2;  // element (k, j) at [k / 2][j][k % 2]
+      uint16_t* panel = out + n0 * w.K2;
       for (int64_t j = 0; j < width; ++j) {
-        const uint16_t* row1 = src1 + (n0 + j) * K1;  // column n0 + j of W1^T
-        const uint16_t* row2 = src2 + (n0 + j) * K2;
-        for (int64_t k = 0; k < w.K2; ++k) {
-          const uint16_t v = k < K1 ? row1[k] : k < w.K ? row2[k - K1] : uint16_t(0);
-          panel[(k / 2) * width * 2 + j * 2 + k % 2] = v;
+        std::copy_n(src1 + (n0 + j) * K1, K1, column.begin());
+        std::copy_n(src2 + (n0 + j) * K2, K2, column.begin() + K1);
+        for (int64_t k = 0; k < w.K2; k += 2) {
+          std::memcpy(panel + (k * width + 2 * j), &column[size_t(k)], 2 * sizeof(uint16_t));
         }
       }
     }

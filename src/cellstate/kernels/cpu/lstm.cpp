@@ -135,6 +135,19 @@ std::vector<bool> bf16_product_support() {
   return {bf16_brgemm_works(), bf16_brgemm_works() && gemm_bf16bf16f32_ != nullptr};
 }
 
+std::vector<Tensor> bf16_cell_activations(const Tensor& x_) {
+  TORCH_CHECK(kBF16Cell,
+              "cellstate cpu kernel: this build has no vectorised bfloat16 cell (no AVX-512); "
+              "bfloat16 runs use the float32 gate math");
+  TORCH_CHECK(x_.scalar_type() == at::kFloat, "bf16_cell_activations: float32 only, got ",
+              x_.scalar_type());
+  const Tensor x = x_.contiguous();
+  Tensor sigmoids = empty_like_shape(x, x.sizes()), tanhs = empty_like_shape(x, x.sizes());
+  activations_bf16(x.data_ptr<float>(), x.numel(), sigmoids.data_ptr<float>(),
+                   tanhs.data_ptr<float>());
+  return {sigmoids, tanhs};
+}
+
 // ---- entry points (entry_points.h; bound in bindings.cpp) ----------------------------------
 
 namespace {
