@@ -27,13 +27,14 @@ constexpr bool kBF16Cell = true;
 
 namespace act512 {
 
-// exp(x) for x <= 0 (NaN stays NaN): activations.h's exp_nonpositive_f32 on 16 lanes.
-inline __m512 exp_nonpositive(__m512 x) {
-  x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);  // the second operand when x is NaN: x
-  const __m512 magic = _mm512_set1_ps(12582912.0f);
-  const __m512 shifted = _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), magic);
-  const __m512 n = _mm512_sub_ps(shifted, magic);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+// exp(-a) for a >= 0 (NaN stays NaN): activations.h's exp_nonpositive_f32 (the same reduction
+// by ln 2 and polynomial) on 16 lanes, its 2^n by vscalefps, which also rounds denormal results
+// once; the negation folded into the reduction.
+inline __m512 exp_neg(__m512 a) {
+  a = _mm512_min_ps(_mm512_set1_ps(104.0f), a);  // the second operand when a is NaN: a
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(-1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmsub_ps(n, _mm512_set1_ps(0.693359375f), a);  // -a - n ln2 (two parts)
   r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
   __m512 p = _mm512_set1_ps(1.9875691500e-4f);
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
@@ -42,11 +43,7 @@ inline __m512 exp_nonpositive(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
   p = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
-  // 2^(n + 64) from n's bits in shifted, then * 2^-64: one rounding, also to a denormal
-  const __m512i bits = _mm512_slli_epi32(
-    _mm512_add_epi32(_mm512_castps_si512(shifted), _mm512_set1_epi32(-0x4B400000 + 64 + 127)),
-    23);
-  return _mm512_mul_ps(_mm512_mul_ps(p, _mm512_castsi512_ps(bits)), _mm512_set1_ps(0x1p-64f));
+  return _mm512_scalef_ps(p, n);
 }
 
 // 1 / d for d in [1, 2]: rcp14 and one Newton step, r (2 - d r).
@@ -55,18 +52,16 @@ inline __m512 reciprocal(__m512 d) {
   return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
 }
 
-inline __m512 abs(__m512 x) { return _mm512_abs_ps(x); }
-
 // activations.h's sigmoid: e / (1 + e), e = exp(-|x|), and 1 minus it for x >= 0.
 inline __m512 sigmoid(__m512 x) {
-  const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_setzero_ps(), abs(x)));
+  const __m512 e = exp_neg(_mm512_abs_ps(x));
   const __m512 small = _mm512_mul_ps(e, reciprocal(_mm512_add_ps(_mm512_set1_ps(1.0f), e)));
-  const __m512 large = _mm512_sub_ps(_mm512_set1_ps(1.0f), small);
   const __mmask16 nonnegative = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
-  return _mm512_mask_blend_ps(nonnegative, small, large);  // NaN: small, which is NaN
+  return _mm512_mask_sub_ps(small, nonnegative, _mm512_set1_ps(1.0f), small);  // NaN: small
 }
 
-// activations.h's tanh: an odd polynomial below |x| = 0.625, 1 - 2e / (1 + e) above it.
+// activations.h's tanh: an odd polynomial below |x| = 0.625, 1 - 2e / (1 + e) above it,
+// e = exp(-2|x|).
 inline __m512 tanh(__m512 x) {
   const __m512 z = _mm512_mul_ps(x, x);
   __m512 small = _mm512_set1_ps(-5.70498872745e-3f);
@@ -75,11 +70,11 @@ inline __m512 tanh(__m512 x) {
   small = _mm512_fmadd_ps(small, z, _mm512_set1_ps(1.33314422036e-1f));
   small = _mm512_fmadd_ps(small, z, _mm512_set1_ps(-3.33332819422e-1f));
   small = _mm512_fmadd_ps(_mm512_mul_ps(small, z), x, x);
-  const __m512 ax = abs(x);
-  const __m512 e = exp_nonpositive(_mm512_mul_ps(_mm512_set1_ps(-2.0f), ax));
-  const __m512 two_e = _mm512_add_ps(e, e);
+  const __m512 ax = _mm512_abs_ps(x);
+  const __m512 e = exp_neg(_mm512_add_ps(ax, ax));
   const __m512 large = _mm512_fnmadd_ps(
-    two_e, reciprocal(_mm512_add_ps(_mm512_set1_ps(1.0f), e)), _mm512_set1_ps(1.0f));
+    _mm512_add_ps(e, e), reciprocal(_mm512_add_ps(_mm512_set1_ps(1.0f), e)),
+    _mm512_set1_ps(1.0f));
   const __mmask16 negative = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
   const __m512 signed_large = _mm512_mask_sub_ps(large, negative, _mm512_setzero_ps(), large);
   const __mmask16 near_zero = _mm512_cmp_ps_mask(ax, _mm512_set1_ps(0.625f), _CMP_LT_OQ);
