@@ -212,3 +212,69 @@ def test_bf16_forward_packs_the_stacked_weights(layer_norm):
     per_step_support = build.load().bf16_product_support()[0]
     expected = (2 if layer_norm else 1) if per_step_support else 0
     assert _counts()[0] - before[0] == expected
+
+
+def test_bf16_cell_activations_are_accurate():
+    """The bfloat16 forward's gate math (bf16_cell.h: AVX-512, approximate reciprocals refined by
+    a Newton step) against exact sigmoid and tanh: within 4 float32 ulps, exact at 0, +-inf and
+    in saturation, NaN kept. Builds without AVX-512 have none and say so."""
+    x = torch.cat(
+        [
+            torch.linspace(-110, 110, 20001),
+            torch.tensor([0.0, -0.0, 1e-30, -1e-30, 1e-6, 0.625, -0.625, 0.62499994, 20.0]),
+            torch.tensor([-87.0, -95.0, -103.5, -104.0, -200.0, 1e30, -1e30]),
+            torch.tensor([float("inf"), float("-inf"), float("nan")]),
+        ]
+    )
+    kernel = build.load()
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":
+        with pytest.raises(RuntimeError, match="no vectorised bfloat16 cell"):
+            kernel.bf16_cell_activations(x)
+        return
+    sigmoid, tanh = kernel.bf16_cell_activations(x)
+    ulps = {"rtol": 4 * 2.0**-24, "atol": 2e-44}  # (denormal sigmoids: a few denormal steps)
+    torch.testing.assert_close(sigmoid.double(), torch.sigmoid(x.double()), **ulps, equal_nan=True)
+    torch.testing.assert_close(tanh.double(), torch.tanh(x.double()), **ulps, equal_nan=True)
+    assert sigmoid[x > 18].eq(1).all() and sigmoid[x < -104].eq(0).all()
+    assert tanh[x > 9.5].eq(1).all() and tanh[x < -9.5].eq(-1).all()
+    assert torch.equal(tanh[x == 0], x[x == 0])  # tanh(-0) = -0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"proj_size": 24}, {"layer_norm": True}, {"zoneout": (0.3, 0.5)}],
+    ids=["plain", "proj", "layer_norm", "zoneout"],
+)
+@pytest.mark.parametrize("d", [D, 25], ids=["even", "odd"])
+def test_bf16_kernel_casts_equal_python_casts(kwargs, d, monkeypatch):
+    """Eager calls give the kernel x in bfloat16, which it reads as it is (stacked panels,
+    packed from the bfloat16 w_ih and w_hh) or copies to float32 (layer norm), and it writes
+    the output in bfloat16; the path torch.compile records casts x and the output in Python
+    (_lstm_in_bf16_products). Both give the same bits, padding (lengths) and an odd D + H
+    (a zero row in the stacked panels) included."""
+    torch.manual_seed(0)
+    module = cellstate.LSTM(d, H, backend="cpu", **kwargs).to(BF16)
+    x = torch.randn(T, B, d).to(BF16)
+    before = _counts()
+    eager = half_precision_results(module, x, True, lengths=LENGTHS)
+    _assert_ran(before)
+    module.zero_grad(set_to_none=True)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # the traced route
+    cast = half_precision_results(module, x, True, lengths=LENGTHS)
+    for (name, a), (_, b) in zip(eager, cast, strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+
+
+def test_bf16_products_match_torch_bf16_with_odd_depth():
+    """D + H odd (the stacked panels end in a zero row), one step and many: against
+    torch.nn.LSTM in bfloat16."""
+    for steps in (1, T):
+        torch.manual_seed(0)
+        theirs = torch.nn.LSTM(25, H).to(BF16)
+        ours = cellstate.LSTM(25, H, backend="cpu").to(BF16)
+        ours.load_state_dict(theirs.state_dict())
+        x = torch.randn(steps, B, 25).to(BF16)
+        _assert_close(
+            half_precision_results(ours, x, False, lengths=None),
+            half_precision_results(theirs, x, False, lengths=None),
+        )

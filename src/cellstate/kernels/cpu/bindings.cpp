@@ -88,4 +88,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("bernoulli_mask", &bernoulli_mask);
   m.def("bf16_product_counts", &bf16_product_counts);
   m.def("bf16_product_support", &bf16_product_support);
+  m.def("bf16_cell_activations", &bf16_cell_activations);
 }

@@ -86,5 +86,8 @@ std::vector<int64_t> bf16_product_counts();
 // Whether this torch build and CPU run them: bfloat16 brgemm (per-step products), and with it
 // MKL's bfloat16 gemm (whole-sequence products). Where not, the same values in float32.
 std::vector<bool> bf16_product_support();
+// sigmoid(x) and tanh(x) of a float32 tensor by bf16_cell.h's vectorised math (the gate math of
+// bfloat16 runs), for tests to compare with exact values; an error in builds without it.
+std::vector<Tensor> bf16_cell_activations(const Tensor& x);
 
 Tensor bernoulli_mask(int64_t seed, std::vector<int64_t> shape, double p, at::ScalarType dtype);

@@ -16,7 +16,6 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
-#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -185,6 +184,11 @@ inline void round_to_bf16(const float* __restrict in, int64_t n, uint16_t* __res
   }
 }
 
+// n bfloat16 values (bits) as they are: rows of A that are bfloat16 already (the input x).
+inline void round_to_bf16(const uint16_t* __restrict in, int64_t n, uint16_t* __restrict out) {
+  std::memcpy(out, in, size_t(n) * sizeof(uint16_t));
+}
+
 // How many weights were packed for bfloat16 per-step products, and how many whole-sequence
 // products ran on bfloat16 operands, since the library loaded (tests read them to know that
 // these paths ran).
@@ -197,22 +201,33 @@ inline bool bf16_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t 
                       const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
                       float* c, int64_t ldc) {
   if (!gemm_bf16bf16f32_ || !bf16_brgemm_works()) return false;
-  // Each operand's stored rows, rounded into a contiguous copy (its leading dimension: its width)
-  auto rounded = [](const float* data, int64_t rows, int64_t cols, int64_t ld) {
-    std::unique_ptr<uint16_t[]> out(new uint16_t[size_t(rows * cols)]);  // (not zeroed)
+  // Each operand's stored rows, rounded into a contiguous copy (its leading dimension: its
+  // width) in a buffer this thread keeps across calls, up to kKeptRounded values: fresh memory
+  // for them at every call cost a page fault per 4 KB (training at 100x32x128x128, perf: a sixth
+  // of all page faults). Larger copies are made once (not kept).
+  constexpr size_t kKeptRounded = size_t(1) << 22;
+  thread_local std::vector<uint16_t> a_buffer, b_buffer;
+  std::vector<uint16_t> a_once, b_once;
+  auto rounded = [](std::vector<uint16_t>& kept, std::vector<uint16_t>& once, const float* data,
+                    int64_t rows, int64_t cols, int64_t ld) {
+    const size_t size = size_t(rows * cols);
+    std::vector<uint16_t>& out = size <= kKeptRounded ? kept : once;
+    if (out.size() < size) out.resize(size);
+    uint16_t* dst = out.data();
     at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) round_to_bf16(data + r * ld, cols, &out[r * cols]);
+      for (int64_t r = r0; r < r1; ++r) round_to_bf16(data + r * ld, cols, dst + r * cols);
     });
-    return out;
+    return dst;
   };
-  const auto a16 = trans_a ? rounded(a, k, m, lda) : rounded(a, m, k, lda);
-  const auto b16 = trans_b ? rounded(b, n, k, ldb) : rounded(b, k, n, ldb);
+  const uint16_t* a16 = trans_a ? rounded(a_buffer, a_once, a, k, m, lda)
+                                 : rounded(a_buffer, a_once, a, m, k, lda);
+  const uint16_t* b16 = trans_b ? rounded(b_buffer, b_once, b, n, k, ldb)
+                                 : rounded(b_buffer, b_once, b, k, n, ldb);
   const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
   const int mm = int(n), nn = int(m), kk = int(k), lc = int(ldc);
   const int la = int(trans_b ? k : n), lb = int(trans_a ? m : k);  // the copies' widths
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
-  gemm_bf16bf16f32_(&ta, &tb, &mm, &nn, &kk, &alpha, b16.get(), &la, a16.get(), &lb, &beta, c,
-                    &lc);
+  gemm_bf16bf16f32_(&ta, &tb, &mm, &nn, &kk, &alpha, b16, &la, a16, &lb, &beta, c, &lc);
   ++bf16_gemms;
   return true;
 }
@@ -355,6 +370,45 @@ struct PackedWeight {
     ++bf16_packings;
   }
 
+  // [W1^T; W2^T] (K1 + K2, N) in bfloat16 panels, packed straight from bfloat16 W1 (N, K1) and
+  // W2 (N, K2) as torch stores them (the LSTM's w_ih and w_hh; T float only), for
+  // multiply_stacked(): the values of the constructor's packing of their float32 transposes,
+  // stacked, without making those per call (a conversion, two transposes and a concatenation
+  // cost a T = 1 call more than its products). Not packed where the constructor would not pack
+  // (tiny products, no bfloat16 brgemm): bf16_packed() is false, the caller multiplies in float32.
+  static PackedWeight stacked_bf16(const Tensor& w1_, const Tensor& w2_, int64_t rows) {
+    PackedWeight w;
+    const Tensor w1 = w1_.contiguous(), w2 = w2_.contiguous();
+    const int64_t K1 = w1.size(1), K2 = w2.size(1);
+    w.N = w1.size(0);
+    w.K = K1 + K2;
+    w.K2 = (w.K + 1) / 2 * 2;
+    if (!std::is_same_v<T, float> || rows * w.K * w.N <= kSmallGemm || w.K < kNarrow ||
+        !bf16_brgemm_works()) {
+      return w;
+    }
+    w.vnni_storage = at::empty({w.K2 * w.N}, w1.options());
+    auto* out = reinterpret_cast<uint16_t*>(w.vnni_storage.data_ptr<at::BFloat16>());
+    const auto* src1 = reinterpret_cast<const uint16_t*>(w1.data_ptr<at::BFloat16>());
+    const auto* src2 = reinterpret_cast<const uint16_t*>(w2.data_ptr<at::BFloat16>());
+    // Column n of [W1^T; W2^T] is row n of W1 then of W2 (and a zero), laid out contiguously;
+    // its pairs of rows k, k + 1 are one 32-bit word each, at [k / 2][n - n0] in its panel.
+    std::vector<uint16_t> column(size_t(w.K2), uint16_t(0));
+    for (int64_t n0 = 0; n0 < w.N; n0 += kPanel) {
+      const int64_t width = std::min(kPanel, w.N - n0);
+      uint16_t* panel = out + n0 * w.K2;
+      for (int64_t j = 0; j < width; ++j) {
+        std::copy_n(src1 + (n0 + j) * K1, K1, column.begin());
+        std::copy_n(src2 + (n0 + j) * K2, K2, column.begin() + K1);
+        for (int64_t k = 0; k < w.K2; k += 2) {
+          std::memcpy(panel + (k * width + 2 * j), &column[size_t(k)], 2 * sizeof(uint16_t));
+        }
+      }
+    }
+    ++bf16_packings;
+    return w;
+  }
+
   bool packed() const { return panels_storage.defined() || vnni_storage.defined(); }
   bool bf16_packed() const { return vnni_storage.defined(); }
   int64_t panels() const { return packed() ? (N + kPanel - 1) / kPanel : 1; }
@@ -402,7 +456,9 @@ struct PackedWeight {
   // C (m, N) = [A1 A2] B over panels [p0, p1): A1 (m, k1) and A2 (m, K - k1) side by side, for
   // a B packed from two weights stacked (B1 (k1, N) over B2): A1 B1 + A2 B2 as one product per
   // panel. bfloat16 panels only (stacked_bf16()); the thread must release_bf16_tiles() after.
-  void multiply_stacked(int64_t m, int64_t p0, int64_t p1, const float* a1, int64_t lda1,
+  // A1 float (rounded), or bfloat16 bits (copied).
+  template <typename A1>
+  void multiply_stacked(int64_t m, int64_t p0, int64_t p1, const A1* a1, int64_t lda1,
                         int64_t k1, const float* a2, int64_t lda2, float* c, int64_t ldc) const {
     multiply_bf16_rows(m, p0, p1, false, c, ldc, [&](int64_t r, uint16_t* row) {
       round_to_bf16(a1 + r * lda1, k1, row);

@@ -45,31 +45,36 @@ using OptTensor = std::optional<Tensor>;
 
 namespace {
 
-void check_inputs(const Tensor& x, std::initializer_list<const Tensor*> same) {
+// x in float32 or float64 (or bfloat16 with bf16_x: then computed in float32), and the tensors
+// in `same` in the dtype computed in.
+void check_inputs(const Tensor& x, std::initializer_list<const Tensor*> same,
+                  bool bf16_x = false) {
+  const at::ScalarType dtype =
+    bf16_x && x.scalar_type() == at::kBFloat16 ? at::kFloat : x.scalar_type();
   TORCH_CHECK(x.device().is_cpu(), "cellstate cpu kernel: tensors must be on the CPU");
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
               "cellstate cpu kernel: float32 or float64 only, got ", x.scalar_type());
   TORCH_CHECK(x.dim() == 3 && x.size(0) > 0 && x.size(1) > 0,
               "cellstate cpu kernel: x must be (T, B, D) with T, B > 0");
   for (const Tensor* t : same) {
-    TORCH_CHECK(t->scalar_type() == x.scalar_type() && t->device().is_cpu(),
-                "cellstate cpu kernel: every tensor must be a CPU ", x.scalar_type(), " tensor");
+    TORCH_CHECK(t->scalar_type() == dtype && t->device().is_cpu(),
+                "cellstate cpu kernel: every tensor must be a CPU ", dtype, " tensor");
   }
 }
 
 // bfloat16 products (see PackedWeight): the LSTM's weight matrices w_ih, w_hh (and w_hr) come in
-// bfloat16 with everything else in float32. They are then held in float32 (exactly: bfloat16
-// values) for the float32 kernel, which rounds them back to bfloat16 for its products (gemm.h);
-// true when that is the case, false for matrices of x's dtype, an error for any other mix.
-bool bf16_products(const Tensor& x, LSTMTensors& p) {
-  const bool bf16 = x.scalar_type() == at::kFloat && p.w_hh.scalar_type() == at::kBFloat16;
+// bfloat16 with everything else in float32 (x in float32, or in the forward bfloat16); true when
+// that is the case (matrices_to_float() makes the float32 copies the kernel needs), false for
+// matrices of x's dtype, an error for any other mix.
+bool bf16_products(const Tensor& x, const LSTMTensors& p) {
+  const bool bf16 = (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16) &&
+                    p.w_hh.scalar_type() == at::kBFloat16;
   if (!bf16) return false;
-  for (Tensor* w : {&p.w_ih, &p.w_hh, p.w_hr ? &*p.w_hr : nullptr}) {
+  for (const Tensor* w : {&p.w_ih, &p.w_hh, p.w_hr ? &*p.w_hr : nullptr}) {
     if (w == nullptr) continue;
     TORCH_CHECK(w->scalar_type() == at::kBFloat16,
                 "cellstate cpu kernel: with bfloat16 products, w_ih, w_hh and w_hr must all be "
                 "bfloat16; got ", w->scalar_type());
-    *w = w->to(at::kFloat);
   }
   return true;
 }
@@ -90,16 +95,18 @@ Tensor as_dtype(const Tensor& t, at::ScalarType dtype) {
   return t.numel() && t.scalar_type() != dtype ? t.to(dtype) : t;
 }
 
-#define CELLSTATE_TO_FLOAT(type, name) \
+// keep_x: x too stays bfloat16 (the forward with bfloat16 matrices reads it as it is).
+#define CELLSTATE_TO_FLOAT(type, name)                                          \
   if (std::string_view(#name) != "w_ih" && std::string_view(#name) != "w_hh" && \
-      std::string_view(#name) != "w_hr") {                                     \
-    to_float(a.name);                                                          \
+      std::string_view(#name) != "w_hr" && (std::string_view(#name) != "x" || !keep_x)) { \
+    to_float(a.name);                                                           \
   }
-LSTMForwardArgs in_float32(LSTMForwardArgs a) {
+LSTMForwardArgs in_float32(LSTMForwardArgs a, bool keep_x) {
   CELLSTATE_LSTM_FORWARD(CELLSTATE_TO_FLOAT)
   return a;
 }
 LSTMBackwardArgs in_float32(LSTMBackwardArgs a) {
+  const bool keep_x = false;
   CELLSTATE_LSTM_BACKWARD(CELLSTATE_TO_FLOAT)
   return a;
 }
@@ -128,6 +135,19 @@ std::vector<bool> bf16_product_support() {
   return {bf16_brgemm_works(), bf16_brgemm_works() && gemm_bf16bf16f32_ != nullptr};
 }
 
+std::vector<Tensor> bf16_cell_activations(const Tensor& x_) {
+  TORCH_CHECK(kBF16Cell,
+              "cellstate cpu kernel: this build has no vectorised bfloat16 cell (no AVX-512); "
+              "bfloat16 runs use the float32 gate math");
+  TORCH_CHECK(x_.scalar_type() == at::kFloat, "bf16_cell_activations: float32 only, got ",
+              x_.scalar_type());
+  const Tensor x = x_.contiguous();
+  Tensor sigmoids = empty_like_shape(x, x.sizes()), tanhs = empty_like_shape(x, x.sizes());
+  activations_bf16(x.data_ptr<float>(), x.numel(), sigmoids.data_ptr<float>(),
+                   tanhs.data_ptr<float>());
+  return {sigmoids, tanhs};
+}
+
 // ---- entry points (entry_points.h; bound in bindings.cpp) ----------------------------------
 
 namespace {
@@ -145,21 +165,36 @@ std::pair<Tensor, Tensor> bias_grads(const Tensor& db, bool b_ih, bool b_hh, con
 
 }  // namespace
 
-std::vector<Tensor> lstm_forward(const LSTMForwardArgs& a) {
-  if (a.x.scalar_type() == at::kBFloat16) {
-    std::vector<Tensor> results = lstm_forward(in_float32(a));
-    // output, h_n, c_n, records
-    for (size_t k : {0, 1, 2, 3}) results[k] = as_dtype(results[k], at::kBFloat16);
-    return results;
-  }
+namespace {
+
+// lstm_forward() on float32 or float64 tensors (with bfloat16 products: bfloat16 matrices, and
+// x in float32 or bfloat16)
+std::vector<Tensor> lstm_forward_run(const LSTMForwardArgs& a) {
   LSTMTensors p = lstm_tensors(a);
   const bool bf16 = bf16_products(a.x, p);
-  check_inputs(a.x, {&a.h0, &a.c0, &p.w_ih, &p.w_hh});
-  return AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "cellstate_lstm_forward", [&] {
+  if (bf16) {
+    check_inputs(a.x, {&a.h0, &a.c0}, true);
+  } else {
+    check_inputs(a.x, {&a.h0, &a.c0, &p.w_ih, &p.w_hh});
+  }
+  return AT_DISPATCH_FLOATING_TYPES(bf16 ? at::kFloat : a.x.scalar_type(),
+                                    "cellstate_lstm_forward", [&] {
     return lstm_forward_impl<scalar_t>(a.x, a.h0, a.c0, p, a.zoneout_h, a.zoneout_c,
                                        a.recurrent_mask, a.lengths, a.forget_gate,
                                        a.return_states, a.save, bf16);
   });
+}
+
+}  // namespace
+
+std::vector<Tensor> lstm_forward(const LSTMForwardArgs& a) {
+  if (a.x.scalar_type() != at::kBFloat16) return lstm_forward_run(a);
+  // With bfloat16 matrices x stays bfloat16: the kernel reads it (and writes the output) so.
+  std::vector<Tensor> results =
+    lstm_forward_run(in_float32(a, a.w_hh.scalar_type() == at::kBFloat16));
+  // output, h_n, c_n, records
+  for (size_t k : {0, 1, 2, 3}) results[k] = as_dtype(results[k], at::kBFloat16);
+  return results;
 }
 
 std::vector<Tensor> lstm_backward(const LSTMBackwardArgs& a) {
@@ -171,6 +206,7 @@ std::vector<Tensor> lstm_backward(const LSTMBackwardArgs& a) {
   }
   LSTMTensors p = lstm_tensors(a);
   const bool bf16 = bf16_products(a.x, p);
+  if (bf16) matrices_to_float(p, true);
   check_inputs(a.x, {&a.h0, &a.c0, &p.w_ih, &p.w_hh, &a.output, &a.gates, &a.cells});
   p.b_ih = p.b_hh = std::nullopt;  // backward reads only whether there is a bias
   std::vector<Tensor> grads =

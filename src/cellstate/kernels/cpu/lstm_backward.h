@@ -295,8 +295,9 @@ std::vector<Tensor> lstm_backward_impl(
   Tensor dln_c = at::zeros({2, H}, x.options());  // weight, bias
 
   const int64_t K = chunk_steps(T_, B, G);
-  Tensor dA = empty_like_shape(x, {K, B, G});
-  Tensor dHW = q.ln_hh ? empty_like_shape(x, {K, B, G}) : dA;
+  // From the saved tensors' pool (kept for the next training step, no fresh pages: runtime.h)
+  Tensor dA = saved_empty(x, {K, B, G});
+  Tensor dHW = q.ln_hh ? saved_empty(x, {K, B, G}) : dA;
   Tensor dHn = proj ? empty_like_shape(x, {K, B, P}) : none_tensor(x);
   Tensor HH = proj ? empty_like_shape(x, {K, B, H}) : none_tensor(x);
   Tensor h_in = mask_c ? empty_like_shape(x, {K * B, P}) : none_tensor(x);

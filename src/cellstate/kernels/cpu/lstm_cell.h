@@ -43,6 +43,18 @@ struct LSTMParams {
   const T *ln_ih, *ln_hh, *ln_c_w, *ln_c_b;  // layer-norm gains (G, G, H) and bias (H) or null
 };
 
+// With bfloat16 products the matrices come in bfloat16: held in float32 (exactly: bfloat16
+// values) for the float32 kernel, which rounds them back to bfloat16 for its products (gemm.h).
+// w_hr always; w_ih and w_hh unless the forward packs them from bfloat16 (stacked_bf16).
+inline void matrices_to_float(LSTMTensors& p, bool w_ih_hh) {
+  if (w_ih_hh) {
+    p.w_ih = p.w_ih.to(at::kFloat);
+    p.w_hh = p.w_hh.to(at::kFloat);
+  }
+  if (p.w_hr) p.w_hr = p.w_hr->to(at::kFloat);
+}
+
+// q.w_ih is null where w_ih is not of type T (bfloat16, read by the forward's stacked panels).
 template <typename T>
 LSTMParams<T> lstm_params(LSTMTensors& p) {
   LSTMParams<T> q;
@@ -52,7 +64,8 @@ LSTMParams<T> lstm_params(LSTMTensors& p) {
                        &p.ln_c_weight, &p.ln_c_bias}) {
     *t = contiguous(*t);
   }
-  q.w_ih = p.w_ih.data_ptr<T>();
+  q.w_ih = p.w_ih.scalar_type() == c10::CppTypeToScalarType<T>::value ? p.w_ih.data_ptr<T>()
+                                                                       : nullptr;
   q.w_hr = ptr<T>(p.w_hr);
   q.w_ci = ptr<T>(p.w_ci);
   q.w_cf = ptr<T>(p.w_cf);

@@ -8,14 +8,15 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/cat.h>
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
+#include "bf16_cell.h"
 #include "gemm.h"
 #include "layer_norm.h"
 #include "lstm_cell.h"
@@ -25,14 +26,15 @@ namespace {
 
 // What only the forward multiplies by: W_ih^T (D, G), W_hh^T (P, G) and W_hr^T (H, P), for the
 // per-step GEMMs (rows times weight), and the fused bias b_ih + b_hh (G; zeros without biases).
+// With stacked bfloat16 panels (packed from w_ih and w_hh themselves) no W_ih^T and W_hh^T.
 struct ForwardWeights {
   Tensor w_ih_t, w_hh_t, w_hr_t, bias;
 
-  ForwardWeights(const LSTMTensors& p, const LSTMShape& s)
-      : w_ih_t(p.w_ih.t().contiguous()),
-        w_hh_t(p.w_hh.t().contiguous()),
+  ForwardWeights(const LSTMTensors& p, const LSTMShape& s, const Tensor& like, bool stacked)
+      : w_ih_t(stacked ? Tensor() : p.w_ih.t().contiguous()),
+        w_hh_t(stacked ? Tensor() : p.w_hh.t().contiguous()),
         w_hr_t(p.w_hr ? p.w_hr->t().contiguous() : Tensor()),
-        bias(at::zeros({s.G}, p.w_ih.options())) {
+        bias(at::zeros({s.G}, like.options())) {
     if (p.b_ih) bias += *p.b_ih;
     if (p.b_hh) bias += *p.b_hh;
   }
@@ -58,19 +60,22 @@ struct LSTMForward {
   const T* mask;           // (B, P) recurrent dropout, or null
   const int64_t* lengths;  // (B), or null
   bool save;               // keep every step's gates, cells and statistics for backward
-  const T* x;              // (T, B, D)
+  const T* x;              // (T, B, D), or null with x16
+  const uint16_t* x16;     // (T, B, D) x in bfloat16 (stacked bfloat16 panels only), or null
   T* gates;                // (T or 1, B, G): pre-activations, then activated gates
   T* cells;                // (T or 1, B, H): c~_t, the cell before zoneout
   T* c_states;             // (T, B, H): c_t after zoneout (save, zoneout on c), or null
   T* ln_hw;                // (T or 1, B, G): normalised W_hh h, or null
   T* stats;                // (T or 1, B, kStats), or null
   T* records;              // (5, T, B, H): c, i, f, g, o, or null
-  T* out;                  // (T, B, P)
+  T* out;                  // (T, B, P), or null with out16
+  uint16_t* out16;         // (T, B, P) the output in bfloat16 (T float only), or null
   T* h;                    // (B, P): the running state h_{t-1}, then h_t
   T* c;                    // (B, H): the running state c_{t-1}, then c_t
   T* h_in;                 // (B, P): h_{t-1} masked (h itself without a mask)
   T* hh;                   // (B, H): o tanh(c), before the projection
   T* h_new;                // (B, P): h~_t before zoneout (hh itself without a projection)
+  bool bf16_cell;          // bfloat16 products: the cell on bf16_cell.h's vectorised math
 
   // Saved tensors are indexed by step; their single-step scratch versions by step 0.
   int64_t at_step(int64_t t) const { return save ? t : 0; }
@@ -81,7 +86,7 @@ struct LSTMForward {
   [[gnu::always_inline]] void step(int64_t t, int64_t b0, int64_t b1, Rows& rows) const {
     const int64_t B = s.B, D = s.D, P = s.P, G = s.G, H = s.H;
     T* a_t = gates_row(t, 0);
-    const T* x_t = x + t * B * D;
+    const T* x_t = x ? x + t * B * D : nullptr;
     if (mask) {
       for (int64_t k = b0 * P; k < b1 * P; ++k) h_in[k] = h[k] * mask[k];
     }
@@ -102,7 +107,11 @@ struct LSTMForward {
       }
     } else if (w_xh_t.bf16_packed()) {
       if constexpr (std::is_same_v<T, float>) {  // a = [x_t h_{t-1}] [W_ih^T; W_hh^T]
-        schedule.gemm_stacked(b0, b1, w_xh_t, x_t, D, D, h_in, P, a_t, G);
+        if (x16) {
+          schedule.gemm_stacked(b0, b1, w_xh_t, x16 + t * B * D, D, D, h_in, P, a_t, G);
+        } else {
+          schedule.gemm_stacked(b0, b1, w_xh_t, x_t, D, D, h_in, P, a_t, G);
+        }
       }
     } else {
       // a = W_ih x_t + W_hh h_{t-1}
@@ -151,7 +160,14 @@ struct LSTMForward {
     }
     T* a = gates_row(t, b);
     T* c_new = cells + (at_step(t) * s.B + b) * H;
-    cell_forward_row<T, FG, PEEP>(s, q, bias, a, c + b * H, c_new);
+    if constexpr (std::is_same_v<T, float>) {
+      if (bf16_cell) {  // and hh in the same pass, without layer norm on c
+        cell_forward_row_bf16<FG, PEEP>(s, q, bias, a, c + b * H, c_new,
+                                        q.ln_c_w ? nullptr : hh_b);
+        if (!q.ln_c_w) return;
+      }
+    }
+    if (!bf16_cell) cell_forward_row<T, FG, PEEP>(s, q, bias, a, c + b * H, c_new);
     const T* o = a + s.go();
     if (q.ln_c_w) {
       const RowNorm<T> norm = row_norm(c_new, H);
@@ -169,9 +185,13 @@ struct LSTMForward {
   // h_t and c_t through zoneout (or kept at a finished sequence's last step), and the output.
   [[gnu::always_inline]] void state_row(int64_t t, int64_t b) const {
     const int64_t P = s.P, H = s.H;
-    T* out_b = out + (t * s.B + b) * P;
+    const int64_t out_row = (t * s.B + b) * P;
     if (!valid(lengths, t, b)) {
-      std::fill(out_b, out_b + P, T(0));
+      if (out16) {
+        std::fill(out16 + out_row, out16 + out_row + P, uint16_t(0));
+      } else {
+        std::fill(out + out_row, out + out_row + P, T(0));
+      }
       return;
     }
     T* h_b = h + b * P;
@@ -182,7 +202,10 @@ struct LSTMForward {
     } else {
       std::copy(h_new_b, h_new_b + P, h_b);
     }
-    std::copy(h_b, h_b + P, out_b);
+    if constexpr (std::is_same_v<T, float>) {
+      if (out16) round_to_bf16(h_b, P, out16 + out_row);  // as h_b.to(bfloat16) rounds
+    }
+    if (!out16) std::copy(h_b, h_b + P, out + out_row);
     T* c_b = c + b * H;
     const T* c_new = cells + (at_step(t) * s.B + b) * H;
     if (zc) {
@@ -220,17 +243,31 @@ struct LSTMForward {
   }
 };
 
+// bf16 (T float): bfloat16 products. Then w_ih, w_hh and w_hr come in bfloat16, the other
+// tensors in float32, except x, which may be bfloat16: the kernel then reads it in bfloat16
+// (or makes a float32 copy) and returns the output in bfloat16, as x.to(float32) and
+// output.to(bfloat16) would, without the two whole-sequence copies.
 template <typename T>
 std::vector<Tensor> lstm_forward_impl(const Tensor& x_, const Tensor& h0, const Tensor& c0,
                                       LSTMTensors& tensors, const OptTensor& zoneout_h,
                                       const OptTensor& zoneout_c, const OptTensor& mask_,
                                       const OptTensor& lengths_, bool forget_gate,
                                       bool return_states, bool save, bool bf16) {
-  const Tensor x = x_.contiguous();
-  const LSTMShape s = lstm_shape(x, tensors.w_ih, tensors.w_hh, forget_gate);
+  const Tensor x_in = x_.contiguous();
+  const LSTMShape s = lstm_shape(x_in, tensors.w_ih, tensors.w_hh, forget_gate);
   const auto [T_, B, D, H, P, G] = std::tuple{s.T, s.B, s.D, s.H, s.P, s.G};
+  // bfloat16 products without layer norm: one product per step, on the stacked weights
+  PackedWeight<T> w_xh_t;
+  if (bf16 && !present(tensors.ln_ih) && !present(tensors.ln_hh)) {
+    w_xh_t = PackedWeight<T>::stacked_bf16(tensors.w_ih, tensors.w_hh, B);
+  }
+  const bool stacked = w_xh_t.bf16_packed();
+  if (bf16) matrices_to_float(tensors, !stacked);
   const LSTMParams<T> q = lstm_params<T>(tensors);
-  const ForwardWeights weights(tensors, s);
+  const Tensor like = at::empty({0}, x_in.options().dtype(c10::CppTypeToScalarType<T>::value));
+  const bool x_bf16 = x_in.scalar_type() == at::kBFloat16;
+  const Tensor x = x_bf16 && !stacked ? x_in.to(at::kFloat) : x_in;
+  const ForwardWeights weights(tensors, s, like, stacked);
   const bool proj = q.w_hr != nullptr;
   const bool any_ln = q.ln_ih || q.ln_hh || q.ln_c_w;
   const Zoneout<T> zh(zoneout_h, B, P), zc(zoneout_c, B, H);
@@ -239,29 +276,23 @@ std::vector<Tensor> lstm_forward_impl(const Tensor& x_, const Tensor& h0, const 
   const OptTensor lengths_c = contiguous(lengths_);
   const int64_t* lengths = lengths_c ? lengths_c->data_ptr<int64_t>() : nullptr;
 
-  Tensor output = empty_like_shape(x, {T_, B, P});
+  Tensor output = empty_like_shape(x_bf16 ? x_in : like, {T_, B, P});
   Tensor h_n = h0.contiguous().clone();  // (B, P): the running state, updated in place
   Tensor c_n = c0.contiguous().clone();  // (B, H)
   // Every step's gates, cells and statistics with save (backward needs them), else one reused,
   // cache-resident step.
-  Tensor gates = saved_empty(x, {save ? T_ : 1, B, G});
-  Tensor cells = save ? saved_empty(x, {T_, B, H}) : empty_like_shape(x, {B, H});
-  Tensor c_states = save && zc ? saved_empty(x, {T_, B, H}) : none_tensor(x);
-  Tensor ln_hw = q.ln_hh ? saved_empty(x, {save ? T_ : 1, B, G}) : none_tensor(x);
-  Tensor ln_stats = any_ln ? empty_like_shape(x, {save ? T_ : 1, B, kStats}) : none_tensor(x);
-  Tensor records = return_states ? saved_empty(x, {5, T_, B, H}) : none_tensor(x);
-  Tensor hh_buf = proj ? empty_like_shape(x, {B, H}) : none_tensor(x);
-  Tensor h_new_buf = empty_like_shape(x, {B, P});
-  Tensor h_in_buf = mask ? empty_like_shape(x, {B, P}) : none_tensor(x);
+  Tensor gates = saved_empty(like, {save ? T_ : 1, B, G});
+  Tensor cells = save ? saved_empty(like, {T_, B, H}) : empty_like_shape(like, {B, H});
+  Tensor c_states = save && zc ? saved_empty(like, {T_, B, H}) : none_tensor(like);
+  Tensor ln_hw = q.ln_hh ? saved_empty(like, {save ? T_ : 1, B, G}) : none_tensor(like);
+  Tensor ln_stats = any_ln ? empty_like_shape(like, {save ? T_ : 1, B, kStats}) : none_tensor(like);
+  Tensor records = return_states ? saved_empty(like, {5, T_, B, H}) : none_tensor(like);
+  Tensor hh_buf = proj ? empty_like_shape(like, {B, H}) : none_tensor(like);
+  Tensor h_new_buf = empty_like_shape(like, {B, P});
+  Tensor h_in_buf = mask ? empty_like_shape(like, {B, P}) : none_tensor(like);
 
   const Schedule schedule(B, G * (D + P), G * (D + P) + (proj ? H * P : 0) + 20 * H, 20 * H,
                           bf16);
-  // bfloat16 products without layer norm: one product per step, on the stacked weights
-  const PackedWeight<T> w_xh_t =
-    bf16 && !q.ln_ih && !q.ln_hh
-      ? PackedWeight<T>(at::cat({weights.w_ih_t, weights.w_hh_t}), B, bf16)
-      : PackedWeight<T>();
-  const bool stacked = w_xh_t.bf16_packed();
   const PackedWeight<T> w_ih_t =
     stacked ? PackedWeight<T>() : PackedWeight<T>(weights.w_ih_t, B, bf16);
   const PackedWeight<T> w_hh_t =
@@ -285,28 +316,31 @@ std::vector<Tensor> lstm_forward_impl(const Tensor& x_, const Tensor& h0, const 
       mask,
       lengths,
       save,
-      x.data_ptr<T>(),
+      x_bf16 && stacked ? nullptr : x.data_ptr<T>(),
+      x_bf16 && stacked ? bf16_bits(x) : nullptr,
       gates.data_ptr<T>(),
       cells.data_ptr<T>(),
       save && zc ? c_states.data_ptr<T>() : nullptr,
       q.ln_hh ? ln_hw.data_ptr<T>() : nullptr,
       any_ln ? ln_stats.data_ptr<T>() : nullptr,
       return_states ? records.data_ptr<T>() : nullptr,
-      output.data_ptr<T>(),
+      x_bf16 ? nullptr : output.data_ptr<T>(),
+      x_bf16 ? bf16_bits(output) : nullptr,
       h_p,
       c_n.data_ptr<T>(),
       mask ? h_in_buf.data_ptr<T>() : h_p,
       proj ? hh_buf.data_ptr<T>() : h_new_p,
-      h_new_p};
+      h_new_p,
+      bf16 && kBF16Cell};
     schedule.run(B, [&](int64_t b0, int64_t b1, auto rows) {
       for (int64_t t = 0; t < T_; ++t) forward.step(t, b0, b1, rows);
     });
   });
   if (!save) {
-    gates = none_tensor(x);
-    cells = none_tensor(x);
-    ln_hw = none_tensor(x);
-    ln_stats = none_tensor(x);
+    gates = none_tensor(like);
+    cells = none_tensor(like);
+    ln_hw = none_tensor(like);
+    ln_stats = none_tensor(like);
   }
   return {output, h_n, c_n, records, gates, cells, c_states, ln_hw, ln_stats};
 }

@@ -32,6 +32,13 @@ const T* ptr(const OptTensor& t) {
   return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
 }
 
+bool present(const OptTensor& t) { return t.has_value() && t->defined(); }
+
+// A bfloat16 tensor's elements as their bit patterns.
+uint16_t* bf16_bits(const Tensor& t) {
+  return reinterpret_cast<uint16_t*>(t.data_ptr<at::BFloat16>());
+}
+
 OptTensor contiguous(const OptTensor& t) {
   if (!t.has_value() || !t->defined()) return std::nullopt;
   return t->contiguous();
@@ -179,11 +186,14 @@ struct Schedule {
 
   // C = [A1 A2] W (rows b0..b1) on bfloat16 panels of two weights stacked, W1 (k1 rows) over
   // W2 (PackedWeight::multiply_stacked): one product per panel where gemm_sum runs two.
-  void gemm_stacked(int64_t b0, int64_t b1, const PackedWeight<float>& w, const float* a1,
+  // A1: float, or bfloat16 bits.
+  template <typename A1>
+  void gemm_stacked(int64_t b0, int64_t b1, const PackedWeight<float>& w, const A1* a1,
                     int64_t lda1, int64_t k1, const float* a2, int64_t lda2, float* c,
                     int64_t ldc) const {
     const int64_t m = b1 - b0;
-    const float *a1_rows = a1 + b0 * lda1, *a2_rows = a2 + b0 * lda2;
+    const A1* a1_rows = a1 + b0 * lda1;
+    const float* a2_rows = a2 + b0 * lda2;
     float* c_rows = c + b0 * ldc;
     auto panels = [&](int64_t p0, int64_t p1) {
       w.multiply_stacked(m, p0, p1, a1_rows, lda1, k1, a2_rows, lda2, c_rows, ldc);
