@@ -7,8 +7,8 @@
 // (perf at 100x32x128x128), and an approximate reciprocal is a few times cheaper. Measured: 3-7%
 // off a bfloat16 inference call; the cell is then bound by its ~15 vector instructions per hidden
 // unit. The activations stay within 4 float32 ulps of the exact ones, far below the bfloat16
-// rounding of the results, and the states stay in float32 as in oneDNN's bfloat16 LSTM. float32 and float64 never come here: their results stay those of
-// activations.h, bit for bit. Without AVX-512 at compile time (kBF16Cell false), bfloat16 runs
+// rounding of the results, and the states stay in float32 as in oneDNN's bfloat16 LSTM. float32
+// and float64 never come here: their results stay those of activations.h, bit for bit. Without AVX-512 at compile time (kBF16Cell false), bfloat16 runs
 // use cell_forward_row too.
 
 #pragma once
