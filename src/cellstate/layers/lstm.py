@@ -239,12 +239,19 @@ class LSTM(RecurrentBase):
                     )
 
     def _layer_params(self, layer: int, direction: int) -> LSTMLayerParams:
+        # Per call, a dozen look-ups: one autocast check for all (they share a device), and the
+        # absent tensors found absent in the module's dicts and class (parametrized weights are
+        # class properties) rather than by getattr's default, for which Module.__getattr__
+        # raises and catches an error (~2 us each). ~28 us less per layer-direction.
         sfx = self._layer_suffix(layer, direction)
-        # One autocast check for the dozen tensors (on one device): ~10 us less per call.
         cast = _autocast_enabled(self.weight_ih_l0.device.type)
+        params, buffers, attrs, cls = self._parameters, self._buffers, self.__dict__, type(self)
 
         def get(name: str) -> Tensor | None:
-            t = getattr(self, name + sfx, None)
+            name += sfx
+            if not (name in params or name in buffers or name in attrs or hasattr(cls, name)):
+                return None
+            t = getattr(self, name)
             return self._autocast(t) if cast else t
 
         return LSTMLayerParams(
