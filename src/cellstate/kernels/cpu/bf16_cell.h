@@ -1,14 +1,17 @@
 // The forward cell row of bfloat16 LSTMs (part of lstm.cpp's translation unit): lstm_cell.h's
-// cell_forward_row, and hh = o tanh(c), on AVX-512 vectors whose sigmoid and tanh divide by an
-// approximate reciprocal (rcp14, ~14 bits, refined by one Newton step to ~1 ulp of float32).
+// cell_forward_row, and hh = o tanh(c), on AVX-512 vectors whose sigmoid and tanh use an exp of
+// degree 5 (activations.h's has degree 7) and divide by an approximate reciprocal (rcp14, ~14
+// bits, refined by one Newton step to ~1 ulp of float32).
 //
 // Why: the float32 cell math (activations.h) rounds each of its five divisions per hidden unit
 // exactly; in a bfloat16 forward its loop was a third of the call, much of it waiting on them
 // (perf at 100x32x128x128), and an approximate reciprocal is a few times cheaper. Measured: 3-7%
-// off a bfloat16 inference call; the cell is then bound by its ~15 vector instructions per hidden
-// unit. The activations stay within 4 float32 ulps of the exact ones, far below the bfloat16
-// rounding of the results, and the states stay in float32 as in oneDNN's bfloat16 LSTM. float32
-// and float64 never come here: their results stay those of activations.h, bit for bit. Without AVX-512 at compile time (kBF16Cell false), bfloat16 runs
+// off a bfloat16 inference call; the cell was then bound by its vector instructions, and the
+// shorter exp with tanh by expm1 (no small-argument polynomial) took ~10% more off inference at
+// B >= 32 (BENCHMARKS.md, fourth pass). The activations stay within 2^-19 relative of the exact
+// ones, 2^11 times below the bfloat16 rounding of the results, and the states stay in float32 as
+// in oneDNN's bfloat16 LSTM. float32 and float64 never come here: their results stay those of
+// activations.h, bit for bit. Without AVX-512 at compile time (kBF16Cell false), bfloat16 runs
 // use cell_forward_row too.
 
 #pragma once
