@@ -13,7 +13,7 @@ from cellstate.kernels import dispatch
 from cellstate.kernels.masks import bernoulli_mask
 from cellstate.kernels.params import LSTMLayerParams, StepNoise
 from cellstate.kernels.records import LSTM_STATE_NAMES
-from cellstate.layers.base import RecurrentBase
+from cellstate.layers.base import RecurrentBase, _autocast_enabled
 from cellstate.layers.states import RecurrentStates
 
 INIT_SCHEMES = ("default", "chrono", "orthogonal")
@@ -239,10 +239,20 @@ class LSTM(RecurrentBase):
                     )
 
     def _layer_params(self, layer: int, direction: int) -> LSTMLayerParams:
+        # Per call, a dozen look-ups: one autocast check for all (they share a device), and the
+        # absent tensors found absent in the module's dicts and class (parametrized weights are
+        # class properties) rather than by getattr's default, for which Module.__getattr__
+        # raises and catches an error (~2 us each). ~28 us less per layer-direction.
         sfx = self._layer_suffix(layer, direction)
+        cast = _autocast_enabled(self.weight_ih_l0.device.type)
+        params, buffers, attrs, cls = self._parameters, self._buffers, self.__dict__, type(self)
 
         def get(name: str) -> Tensor | None:
-            return self._autocast(getattr(self, name + sfx, None))
+            name += sfx
+            if not (name in params or name in buffers or name in attrs or hasattr(cls, name)):
+                return None
+            t = getattr(self, name)
+            return self._autocast(t) if cast else t
 
         return LSTMLayerParams(
             w_ih=get("weight_ih"),

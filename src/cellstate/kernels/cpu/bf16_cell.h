@@ -1,14 +1,17 @@
 // The forward cell row of bfloat16 LSTMs (part of lstm.cpp's translation unit): lstm_cell.h's
-// cell_forward_row, and hh = o tanh(c), on AVX-512 vectors whose sigmoid and tanh divide by an
-// approximate reciprocal (rcp14, ~14 bits, refined by one Newton step to ~1 ulp of float32).
+// cell_forward_row, and hh = o tanh(c), on AVX-512 vectors whose sigmoid and tanh use an exp of
+// degree 5 (activations.h's has degree 7) and divide by an approximate reciprocal (rcp14, ~14
+// bits, refined by one Newton step to ~1 ulp of float32).
 //
 // Why: the float32 cell math (activations.h) rounds each of its five divisions per hidden unit
 // exactly; in a bfloat16 forward its loop was a third of the call, much of it waiting on them
 // (perf at 100x32x128x128), and an approximate reciprocal is a few times cheaper. Measured: 3-7%
-// off a bfloat16 inference call; the cell is then bound by its ~15 vector instructions per hidden
-// unit. The activations stay within 4 float32 ulps of the exact ones, far below the bfloat16
-// rounding of the results, and the states stay in float32 as in oneDNN's bfloat16 LSTM. float32
-// and float64 never come here: their results stay those of activations.h, bit for bit. Without AVX-512 at compile time (kBF16Cell false), bfloat16 runs
+// off a bfloat16 inference call; the cell was then bound by its vector instructions, and the
+// shorter exp with tanh by expm1 (no small-argument polynomial) took ~10% more off inference at
+// B >= 32 (BENCHMARKS.md, fourth pass). The activations stay within 2^-19 relative of the exact
+// ones, 2^11 times below the bfloat16 rounding of the results, and the states stay in float32 as
+// in oneDNN's bfloat16 LSTM. float32 and float64 never come here: their results stay those of
+// activations.h, bit for bit. Without AVX-512 at compile time (kBF16Cell false), bfloat16 runs
 // use cell_forward_row too.
 
 #pragma once
@@ -28,23 +31,41 @@ constexpr bool kBF16Cell = true;
 
 namespace act512 {
 
-// exp(-a) for a >= 0 (NaN stays NaN): activations.h's exp_nonpositive_f32 (the same reduction
-// by ln 2 and polynomial) on 16 lanes, its 2^n by vscalefps, which also rounds denormal results
-// once; the negation folded into the reduction.
-inline __m512 exp_neg(__m512 a) {
+// a >= 0 (NaN stays NaN) as -a = n ln 2 + r, |r| <= ln 2 / 2 (ln 2 in two parts), n integral.
+inline __m512 reduce_neg(__m512 a, __m512& n) {
   a = _mm512_min_ps(_mm512_set1_ps(104.0f), a);  // the second operand when a is NaN: a
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(-1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmsub_ps(n, _mm512_set1_ps(0.693359375f), a);  // -a - n ln2 (two parts)
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);
+  n = _mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(-1.44269504088896341f)),
+                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 r = _mm512_fnmsub_ps(n, _mm512_set1_ps(0.693359375f), a);  // -a - n ln 2
+  return _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+}
+
+// expm1(r) for |r| <= ln 2 / 2 as r (1 + r q(r)), q of degree 3 (a minimax fit of relative
+// error, 2^-21): degree 5 where activations.h's exp has degree 7, as the results are rounded to
+// bfloat16 (2^-8) anyway.
+inline __m512 expm1_reduced(__m512 r) {
+  __m512 q = _mm512_set1_ps(8.338059299e-3f);
+  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(4.187252372e-2f));
+  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.666683108e-1f));
+  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(4.999940395e-1f));
+  return _mm512_mul_ps(r, _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0f)));
+}
+
+// exp(-a) for a >= 0 (NaN stays NaN): 2^n (1 + expm1(r)), 2^n by vscalefps, which also rounds
+// denormal results once.
+inline __m512 exp_neg(__m512 a) {
+  __m512 n;
+  const __m512 m = expm1_reduced(reduce_neg(a, n));
+  return _mm512_scalef_ps(_mm512_add_ps(m, _mm512_set1_ps(1.0f)), n);
+}
+
+// expm1(-a) for a >= 0 (NaN stays NaN): 2^n expm1(r) + (2^n - 1), exact in its last step for
+// n = 0, so small a keep their relative accuracy.
+inline __m512 expm1_neg(__m512 a) {
+  __m512 n;
+  const __m512 m = expm1_reduced(reduce_neg(a, n));
+  const __m512 one = _mm512_set1_ps(1.0f);
+  return _mm512_add_ps(_mm512_scalef_ps(m, n), _mm512_sub_ps(_mm512_scalef_ps(one, n), one));
 }
 
 // 1 / d for d in [1, 2]: rcp14 and one Newton step, r (2 - d r).
@@ -61,25 +82,15 @@ inline __m512 sigmoid(__m512 x) {
   return _mm512_mask_sub_ps(small, nonnegative, _mm512_set1_ps(1.0f), small);  // NaN: small
 }
 
-// activations.h's tanh: an odd polynomial below |x| = 0.625, 1 - 2e / (1 + e) above it,
-// e = exp(-2|x|).
+// tanh(|x|) = -m / (2 + m), m = expm1(-2|x|) in (-1, 0], with the sign of x: one formula for
+// all x (activations.h has a polynomial below |x| = 0.625), relatively accurate near 0 as m is.
 inline __m512 tanh(__m512 x) {
-  const __m512 z = _mm512_mul_ps(x, x);
-  __m512 small = _mm512_set1_ps(-5.70498872745e-3f);
-  small = _mm512_fmadd_ps(small, z, _mm512_set1_ps(2.06390887954e-2f));
-  small = _mm512_fmadd_ps(small, z, _mm512_set1_ps(-5.37397155531e-2f));
-  small = _mm512_fmadd_ps(small, z, _mm512_set1_ps(1.33314422036e-1f));
-  small = _mm512_fmadd_ps(small, z, _mm512_set1_ps(-3.33332819422e-1f));
-  small = _mm512_fmadd_ps(_mm512_mul_ps(small, z), x, x);
   const __m512 ax = _mm512_abs_ps(x);
-  const __m512 e = exp_neg(_mm512_add_ps(ax, ax));
-  const __m512 large = _mm512_fnmadd_ps(
-    _mm512_add_ps(e, e), reciprocal(_mm512_add_ps(_mm512_set1_ps(1.0f), e)),
-    _mm512_set1_ps(1.0f));
-  const __mmask16 negative = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
-  const __m512 signed_large = _mm512_mask_sub_ps(large, negative, _mm512_setzero_ps(), large);
-  const __mmask16 near_zero = _mm512_cmp_ps_mask(ax, _mm512_set1_ps(0.625f), _CMP_LT_OQ);
-  return _mm512_mask_blend_ps(near_zero, signed_large, small);  // NaN: signed_large, NaN
+  const __m512 m = expm1_neg(_mm512_add_ps(ax, ax));
+  const __m512 t = _mm512_mul_ps(m, reciprocal(_mm512_add_ps(_mm512_set1_ps(2.0f), m)));
+  // x's sign bit with t's other bits (t <= 0; NaN stays NaN)
+  return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(
+    _mm512_castps_si512(t), _mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN), 0xD8));
 }
 
 }  // namespace act512
