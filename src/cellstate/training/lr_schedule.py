@@ -10,6 +10,9 @@ mean-prediction baseline for up to 100,000 sequences), which a smaller step woul
 The baseline test is there because the first alone was not enough: copy at T = 1000 starts above
 its baseline, fell 11% below it by learning the blanks and a few symbols, and sat there at 80%
 symbol error while the lr was cut at every second evaluation, to 2.2e-6 (RESULTS.md).
+Known gap: progress is measured against the best loss ever seen, so after a spike (copy T = 1000
+at 640,000) every evaluation of the recovery is a stall and the lr is cut at every second one
+(RESULTS.md); a reset of the best after a cut, or a floor, is not done yet.
 After k cuts the lr is lr * decay**k, computed from k so that a resumed run sets the same float.
 The state is four numbers, carried in the trainer's checkpoint.
 
