@@ -55,6 +55,18 @@ def test_no_cut_above_half_the_memoryless_baseline():
     ]
 
 
+def test_after_a_spike_progress_counts_from_the_loss_cut_at():
+    # Copy T = 1000's test losses from 600,000 to 710,016 (RESULTS.md): a spike at 640,000. The
+    # run's rule (progress against the best before the spike) cut at 640,000, 670,000, 690,016
+    # and 710,016; measured from the loss cut at, the recovery is progress: one cut.
+    losses = (0.00541, 0.00533, 0.00485, 0.00481, 0.01403, 0.01177, 0.01023, 0.00982, 0.00954)
+    losses += (0.00946, 0.00937, 0.00934)
+    plateau = Plateau(first=0.02247, best=0.00541)
+    cuts = [plateau.update(x, patience=2, baseline=0.0204) for x in losses]
+    assert [i for i, cut in enumerate(cuts) if cut] == [4]
+    assert plateau.cuts == 1 and plateau.best == 0.00937  # 0.00934 is not 1% below it
+
+
 def test_scheduled_lr():
     assert scheduled_lr(0.01, 0.3, 0) == 0.01
     assert scheduled_lr(0.01, 0.3, 2) == pytest.approx(0.0009)
