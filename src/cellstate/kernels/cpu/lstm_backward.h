@@ -22,8 +22,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
+#include "bf16_cell.h"
 #include "bptt.h"
 #include "gemm.h"
 #include "layer_norm.h"
@@ -48,6 +50,7 @@ struct LSTMBackward {
   const int64_t* lengths = nullptr;  // (B), or null
   bool has_bias = false;
   bool bf16 = false;  // products on bfloat16 operands (PackedWeight, gemm())
+  bool bf16_cell = false;  // bfloat16 products: through o tanh(c) on bf16_cell.h's vectors
   // With a few input features, dW_ih, the bias gradient and dx are a few vectorised passes over
   // each row of d a, done while that row is in cache rather than as narrow GEMMs after a chunk.
   bool row_input_grads = false;
@@ -166,9 +169,20 @@ struct LSTMBackward {
                                  : cells + (row - B) * H;
     T* dcs_b = dcs + b * H;
     output_row(row, b, a, c_new, hh, da, dcs_b);
-    gate_backward_row<T, FG, PEEP>(s, q, a, c_prev, c_new, dcs_b, zc ? zc.row(t, b, H) : zero,
-                                   rec(row, 0), rec(row, 1), rec(row, 2), rec(row, 3),
-                                   dc + b * H, da, peep_sums->mine());
+    const T* z = zc ? zc.row(t, b, H) : zero;
+    bool done = false;
+    if constexpr (std::is_same_v<T, float>) {
+      if (bf16_cell) {
+        gate_backward_row_bf16<FG, PEEP>(s, q, a, c_prev, c_new, dcs_b, z, rec(row, 0),
+                                         rec(row, 1), rec(row, 2), rec(row, 3), dc + b * H, da,
+                                         peep_sums->mine());
+        done = true;
+      }
+    }
+    if (!done) {
+      gate_backward_row<T, FG, PEEP>(s, q, a, c_prev, c_new, dcs_b, z, rec(row, 0), rec(row, 1),
+                                     rec(row, 2), rec(row, 3), dc + b * H, da, peep_sums->mine());
+    }
     if constexpr (std::is_same_v<T, float>) {
       if (dA16) round_to_bf16(da, G, dA16 + (k * B + b) * G);
     }
@@ -185,7 +199,7 @@ struct LSTMBackward {
     const int64_t H = s.H;
     const T* dhh_b = dhh + b * H;
     if (!q.ln_c_w) {
-      output_backward_row(H, c_new, a + s.go(), dhh_b, rec(row, 4), hh, da + s.go(), dcs_b);
+      output_backward(c_new, a + s.go(), dhh_b, rec(row, 4), hh, da + s.go(), dcs_b);
       return;
     }
     const T* st = stats + row * kStats;
@@ -196,11 +210,23 @@ struct LSTMBackward {
       chat_b[j] = norm.xhat(c_new[j]);
       shown_b[j] = affine(chat_b[j], q.ln_c_w, q.ln_c_b, j);
     }
-    output_backward_row(H, shown_b, a + s.go(), dhh_b, rec(row, 4), hh, da + s.go(), dcs_b);
+    output_backward(shown_b, a + s.go(), dhh_b, rec(row, 4), hh, da + s.go(), dcs_b);
     T* ln_c_acc = ln_c_sums->mine();
     T* dbias = ln_c_acc + H;
     for (int64_t j = 0; j < H; ++j) dbias[j] += dcs_b[j];
     row_layer_norm_backward(dcs_b, chat_b, q.ln_c_w, norm.rstd, H, dcs_b, ln_c_acc);
+  }
+
+  // output_backward_row, or its bfloat16 version
+  [[gnu::always_inline]] void output_backward(const T* c_shown, const T* o, const T* dhh_b,
+                                              const T* drec_o, T* hh, T* da_o, T* dcs_b) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (bf16_cell) {
+        output_backward_row_bf16(s.H, c_shown, o, dhh_b, drec_o, hh, da_o, dcs_b);
+        return;
+      }
+    }
+    output_backward_row(s.H, c_shown, o, dhh_b, drec_o, hh, da_o, dcs_b);
   }
 
   // xw: W_ih x of a row in, d(W_ih x) out, through the input layer norm (dy: the row's d a).
@@ -374,6 +400,7 @@ std::vector<Tensor> lstm_backward_impl(
   backward.lengths = lengths_c ? lengths_c->data_ptr<int64_t>() : nullptr;
   backward.has_bias = has_bias;
   backward.bf16 = bf16;
+  backward.bf16_cell = bf16 && kBF16Cell;
   backward.row_input_grads = row_input_grads;
   backward.x = rounded_once ? nullptr : x.data_ptr<T>();
   backward.h0 = h0.data_ptr<T>();
