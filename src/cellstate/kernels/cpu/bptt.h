@@ -14,9 +14,9 @@ namespace {
 // Steps per chunk for pre-activation gradients of `width` per row: enough rows (up to 4096)
 // for efficient weight-gradient GEMMs, few enough that the chunk's gradient buffers (steps, B,
 // width) stay in the low megabytes (2^21 values).
-inline int64_t chunk_steps(int64_t T, int64_t B, int64_t width) {
+inline int64_t chunk_steps(int64_t T, int64_t B, int64_t width, int64_t max_rows = 4096) {
   return std::max<int64_t>(
-    1, std::min<int64_t>({T, std::max<int64_t>(1, 4096 / B),
+    1, std::min<int64_t>({T, std::max<int64_t>(1, max_rows / B),
                           std::max<int64_t>(1, (int64_t(1) << 21) / (B * width))}));
 }
 

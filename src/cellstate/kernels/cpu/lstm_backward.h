@@ -365,7 +365,7 @@ std::vector<Tensor> lstm_backward_impl(
   Tensor dln_hh = at::zeros({G}, x.options());
   Tensor dln_c = at::zeros({2, H}, x.options());  // weight, bias
 
-  const int64_t K = chunk_steps(T_, B, G);
+  const int64_t K = rounded_once ? chunk_steps(T_, B, G, 1024) : chunk_steps(T_, B, G);
   // From the saved tensors' pool (kept for the next training step, no fresh pages: runtime.h)
   Tensor dA = saved_empty(x, {K, B, G});
   Tensor dA16 = rounded_once ? saved_empty(x16, {K, B, G}) : none_tensor(x);
