@@ -140,26 +140,6 @@ inline void cell_forward_row_bf16(const LSTMShape& s, const LSTMParams<float>& q
   }
 }
 
-// lstm_cell.h's output_backward_row (same arguments, same results up to act512::tanh's error):
-// the bfloat16 backward's pass through h~ = o tanh(c), whose exact tanh (a division per hidden
-// unit) was most of the step loop's row math.
-inline void output_backward_row_bf16(int64_t H, const float* c_shown, const float* o,
-                                     const float* dhh, const float* drec_o, float* hh,
-                                     float* da_o, float* dcs) {
-  const __m512 one = _mm512_set1_ps(1.0f);
-  for (int64_t j = 0; j < H; j += 16) {
-    const __mmask16 k = H - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (H - j)) - 1);
-    auto load = [&](const float* p) { return _mm512_maskz_loadu_ps(k, p + j); };
-    auto store = [&](float* p, __m512 v) { _mm512_mask_storeu_ps(p + j, k, v); };
-    const __m512 th = act512::tanh(load(c_shown));
-    const __m512 ov = load(o), d = load(dhh);
-    store(hh, _mm512_mul_ps(ov, th));
-    const __m512 d_o = _mm512_fmadd_ps(d, th, load(drec_o));
-    store(da_o, _mm512_mul_ps(_mm512_mul_ps(d_o, ov), _mm512_sub_ps(one, ov)));
-    store(dcs, _mm512_mul_ps(_mm512_mul_ps(d, ov), _mm512_fnmadd_ps(th, th, one)));
-  }
-}
-
 // lstm_cell.h's gate_backward_row (same arguments, same results up to rounding) on AVX-512
 // vectors: g++ leaves that loop scalar (perf: it was most of the bfloat16 backward's step loop).
 template <bool FG, bool PEEP>
@@ -221,9 +201,6 @@ inline void activations_bf16(const float* x, int64_t n, float* sigmoid, float* t
 constexpr bool kBF16Cell = false;
 
 inline void activations_bf16(const float*, int64_t, float*, float*) {}
-
-inline void output_backward_row_bf16(int64_t, const float*, const float*, const float*,
-                                     const float*, float*, float*, float*) {}
 
 template <bool FG, bool PEEP>
 inline void gate_backward_row_bf16(const LSTMShape&, const LSTMParams<float>&, const float*,

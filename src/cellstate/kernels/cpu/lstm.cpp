@@ -130,7 +130,9 @@ std::vector<at::ScalarType> input_dtypes(const LSTMBackwardArgs& a) {
 
 }  // namespace
 
-std::vector<int64_t> bf16_product_counts() { return {bf16_packings.load(), bf16_gemms.load()}; }
+std::vector<int64_t> bf16_product_counts() {
+  return {bf16_packings.load(), bf16_gemms.load(), bf16_rounded_once.load()};
+}
 
 std::vector<bool> bf16_product_support() {
   return {bf16_brgemm_works(), bf16_brgemm_works() && gemm_bf16bf16f32_ != nullptr};

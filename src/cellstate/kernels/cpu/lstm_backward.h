@@ -20,6 +20,7 @@
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <tuple>
 #include <type_traits>
@@ -33,6 +34,10 @@
 #include "runtime.h"
 
 namespace {
+
+// How many backward calls took the rounded-once path (see the top) since the library loaded
+// (tests read it to know that it ran).
+std::atomic<int64_t> bf16_rounded_once{0};
 
 // One backward call's inputs, buffers (pointers at row 0; chunk buffers at the chunk's first
 // step) and per-row phases. The phases are the step loop's body cut into named pieces:
@@ -50,7 +55,7 @@ struct LSTMBackward {
   const int64_t* lengths = nullptr;  // (B), or null
   bool has_bias = false;
   bool bf16 = false;  // products on bfloat16 operands (PackedWeight, gemm())
-  bool bf16_cell = false;  // bfloat16 products: through o tanh(c) on bf16_cell.h's vectors
+  bool bf16_cell = false;  // bfloat16 products: the gate pass on bf16_cell.h's vectors
   // With a few input features, dW_ih, the bias gradient and dx are a few vectorised passes over
   // each row of d a, done while that row is in cache rather than as narrow GEMMs after a chunk.
   bool row_input_grads = false;
@@ -199,7 +204,7 @@ struct LSTMBackward {
     const int64_t H = s.H;
     const T* dhh_b = dhh + b * H;
     if (!q.ln_c_w) {
-      output_backward(c_new, a + s.go(), dhh_b, rec(row, 4), hh, da + s.go(), dcs_b);
+      output_backward_row(H, c_new, a + s.go(), dhh_b, rec(row, 4), hh, da + s.go(), dcs_b);
       return;
     }
     const T* st = stats + row * kStats;
@@ -210,23 +215,11 @@ struct LSTMBackward {
       chat_b[j] = norm.xhat(c_new[j]);
       shown_b[j] = affine(chat_b[j], q.ln_c_w, q.ln_c_b, j);
     }
-    output_backward(shown_b, a + s.go(), dhh_b, rec(row, 4), hh, da + s.go(), dcs_b);
+    output_backward_row(H, shown_b, a + s.go(), dhh_b, rec(row, 4), hh, da + s.go(), dcs_b);
     T* ln_c_acc = ln_c_sums->mine();
     T* dbias = ln_c_acc + H;
     for (int64_t j = 0; j < H; ++j) dbias[j] += dcs_b[j];
     row_layer_norm_backward(dcs_b, chat_b, q.ln_c_w, norm.rstd, H, dcs_b, ln_c_acc);
-  }
-
-  // output_backward_row, or its bfloat16 version
-  [[gnu::always_inline]] void output_backward(const T* c_shown, const T* o, const T* dhh_b,
-                                              const T* drec_o, T* hh, T* da_o, T* dcs_b) const {
-    if constexpr (std::is_same_v<T, float>) {
-      if (bf16_cell) {
-        output_backward_row_bf16(s.H, c_shown, o, dhh_b, drec_o, hh, da_o, dcs_b);
-        return;
-      }
-    }
-    output_backward_row(s.H, c_shown, o, dhh_b, drec_o, hh, da_o, dcs_b);
   }
 
   // xw: W_ih x of a row in, d(W_ih x) out, through the input layer norm (dy: the row's d a).
@@ -443,6 +436,7 @@ std::vector<Tensor> lstm_backward_impl(
   backward.ln_ih_sums = &ln_ih_sums;
   backward.input_sums = &input_sums;
   if (rounded_once) {
+    ++bf16_rounded_once;
     backward.dA16 = bf16_bits(dA16);
     backward.x16 = bf16_bits(x16);
     backward.output16 = bf16_bits(output16);
