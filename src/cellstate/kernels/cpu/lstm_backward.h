@@ -12,6 +12,7 @@
 // rounded to bfloat16 once, in the step loop while it is in cache (dA16), and the per-step
 // product and the chunk's whole-sequence products (dW_hh, dW_ih, dx) all read that copy, with x
 // and the output in bfloat16 as the forward read and wrote them: no per-product rounded copies.
+// Chunks of 1024 rows keep d a and dA16 in L2.
 
 #pragma once
 
