@@ -33,10 +33,11 @@ VARIANTS = {
 }
 
 
-def _counts() -> tuple[int, int]:
-    """(weights packed for bfloat16 per-step products, whole-sequence bfloat16 products)."""
-    packed, gemms = build.load().bf16_product_counts()
-    return packed, gemms
+def _counts() -> tuple[int, int, int]:
+    """(weights packed for bfloat16 per-step products, whole-sequence bfloat16 products,
+    backward calls that rounded d a to bfloat16 once for all their products)."""
+    packed, gemms, rounded_once = build.load().bf16_product_counts()
+    return packed, gemms, rounded_once
 
 
 def _assert_ran(before: tuple[int, int], whole_sequence: bool = True):
@@ -74,6 +75,12 @@ def test_bf16_products_match_float32_reference(variant, packed):
     before = _counts()
     ours = _results(module, x, packed)
     _assert_ran(before)
+    # The backward rounds d a once (lstm_backward.h) unless a layer norm or a dropout mask
+    # stands between d a and the products.
+    kwargs = VARIANTS[variant]
+    rounds_once = not kwargs.get("layer_norm") and not kwargs.get("recurrent_dropout")
+    gemm_support = build.load().bf16_product_support()[1]
+    assert (_counts()[2] > before[2]) == (rounds_once and gemm_support), "d a rounded once"
     _assert_close(ours, _results(reference, x.float(), packed))
 
 

@@ -140,6 +140,53 @@ inline void cell_forward_row_bf16(const LSTMShape& s, const LSTMParams<float>& q
   }
 }
 
+// lstm_cell.h's gate_backward_row (same arguments, same results up to rounding) on AVX-512
+// vectors: g++ leaves that loop scalar (perf: it was most of the bfloat16 backward's step loop).
+template <bool FG, bool PEEP>
+inline void gate_backward_row_bf16(const LSTMShape& s, const LSTMParams<float>& q,
+                                   const float* a, const float* c_prev, const float* c_new,
+                                   const float* dcs, const float* z, const float* rec_c,
+                                   const float* rec_i, const float* rec_f, const float* rec_g,
+                                   float* dc, float* da, float* peep_acc) {
+  const int64_t H = s.H;
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (int64_t j = 0; j < H; j += 16) {
+    const __mmask16 k = H - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (H - j)) - 1);
+    auto load = [&](const float* p) { return _mm512_maskz_loadu_ps(k, p + j); };
+    auto store = [&](float* p, __m512 v) { _mm512_mask_storeu_ps(p + j, k, v); };
+    auto add_to = [&](float* p, __m512 v) { store(p, _mm512_add_ps(load(p), v)); };
+    const __m512 gi = load(a + s.gi()), gg = load(a + s.gg()), zj = load(z);
+    const __m512 dcz = _mm512_add_ps(load(dc), load(rec_c));  // d c_t after zoneout
+    __m512 dcn = _mm512_fmadd_ps(_mm512_sub_ps(one, zj), dcz, load(dcs));
+    if constexpr (PEEP) dcn = _mm512_fmadd_ps(load(da + s.go()), load(q.w_co), dcn);
+    const __m512 da_i = _mm512_mul_ps(_mm512_mul_ps(_mm512_fmadd_ps(dcn, gg, load(rec_i)), gi),
+                                      _mm512_sub_ps(one, gi));
+    store(da + s.gi(), da_i);
+    store(da + s.gg(), _mm512_mul_ps(_mm512_fmadd_ps(dcn, gi, load(rec_g)),
+                                     _mm512_fnmadd_ps(gg, gg, one)));
+    __m512 dcp = _mm512_mul_ps(zj, dcz);
+    if constexpr (FG) {
+      const __m512 gf = load(a + s.gf()), cp = load(c_prev);
+      const __m512 da_f = _mm512_mul_ps(
+        _mm512_mul_ps(_mm512_fmadd_ps(dcn, cp, load(rec_f)), gf), _mm512_sub_ps(one, gf));
+      store(da + s.gf(), da_f);
+      dcp = _mm512_fmadd_ps(dcn, gf, dcp);
+      if constexpr (PEEP) {
+        dcp = _mm512_fmadd_ps(da_f, load(q.w_cf), dcp);
+        add_to(peep_acc + H, _mm512_mul_ps(da_f, cp));
+      }
+    } else {
+      dcp = _mm512_add_ps(dcp, dcn);
+    }
+    if constexpr (PEEP) {
+      dcp = _mm512_fmadd_ps(da_i, load(q.w_ci), dcp);
+      add_to(peep_acc, _mm512_mul_ps(da_i, load(c_prev)));
+      add_to(peep_acc + 2 * H, _mm512_mul_ps(load(da + s.go()), load(c_new)));
+    }
+    store(dc, dcp);
+  }
+}
+
 // sigmoid[k] = sigmoid(x[k]), tanh[k] = tanh(x[k]) for k < n, by act512 (tests).
 inline void activations_bf16(const float* x, int64_t n, float* sigmoid, float* tanh) {
   for (int64_t k = 0; k < n; k += 16) {
@@ -154,6 +201,12 @@ inline void activations_bf16(const float* x, int64_t n, float* sigmoid, float* t
 constexpr bool kBF16Cell = false;
 
 inline void activations_bf16(const float*, int64_t, float*, float*) {}
+
+template <bool FG, bool PEEP>
+inline void gate_backward_row_bf16(const LSTMShape&, const LSTMParams<float>&, const float*,
+                                   const float*, const float*, const float*, const float*,
+                                   const float*, const float*, const float*, const float*,
+                                   float*, float*, float*) {}
 
 template <bool FG, bool PEEP>
 inline void cell_forward_row_bf16(const LSTMShape&, const LSTMParams<float>&, const float*,

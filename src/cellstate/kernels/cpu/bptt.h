@@ -14,27 +14,27 @@ namespace {
 // Steps per chunk for pre-activation gradients of `width` per row: enough rows (up to 4096)
 // for efficient weight-gradient GEMMs, few enough that the chunk's gradient buffers (steps, B,
 // width) stay in the low megabytes (2^21 values).
-inline int64_t chunk_steps(int64_t T, int64_t B, int64_t width) {
+inline int64_t chunk_steps(int64_t T, int64_t B, int64_t width, int64_t max_rows = 4096) {
   return std::max<int64_t>(
-    1, std::min<int64_t>({T, std::max<int64_t>(1, 4096 / B),
+    1, std::min<int64_t>({T, std::max<int64_t>(1, max_rows / B),
                           std::max<int64_t>(1, (int64_t(1) << 21) / (B * width))}));
 }
 
 // dW (G, P) += sum over the steps t of [s0, s1) of da_t^T h_{t-1}, with da the chunk's rows
 // (from step s0) and h_{t-1} the output of step t - 1, or h0 at t = 0. bf16: products on
-// bfloat16 operands (gemm()).
-template <typename T>
+// bfloat16 operands (gemm()); operands of type A uint16_t: bfloat16 bits already.
+template <typename T, typename A = T>
 void add_recurrent_weight_grad(int64_t s0, int64_t s1, int64_t B, int64_t G, int64_t P,
-                               const T* da, const T* h0, const T* output, T* dw,
+                               const A* da, const A* h0, const A* output, T* dw,
                                bool bf16 = false) {
   int64_t rows = (s1 - s0) * B;
-  const T* h_prev = output + std::max<int64_t>(0, s0 - 1) * B * P;
+  const A* h_prev = output + std::max<int64_t>(0, s0 - 1) * B * P;
   if (s0 == 0) {
-    gemm<T>(true, false, G, P, B, T(1), da, G, h0, P, T(1), dw, P, bf16);
+    gemm(true, false, G, P, B, T(1), da, G, h0, P, T(1), dw, P, bf16);
     da += B * G;
     rows -= B;
   }
-  gemm<T>(true, false, G, P, rows, T(1), da, G, h_prev, P, T(1), dw, P, bf16);
+  gemm(true, false, G, P, rows, T(1), da, G, h_prev, P, T(1), dw, P, bf16);
 }
 
 // db (G) += the column sums of da (R, G); ones: R ones.
@@ -44,12 +44,13 @@ void add_bias_grad(int64_t R, int64_t G, const T* da, const T* ones, T* db) {
 }
 
 // Through the input projection a = W_ih x over R rows: dW_ih (G, D) += da^T x, and dx = da W_ih
-// (dx null: not needed). bf16: products on bfloat16 operands (gemm()).
-template <typename T>
-void add_input_grads(int64_t R, int64_t G, int64_t D, const T* da, const T* x, const T* w_ih,
+// (dx null: not needed). bf16: products on bfloat16 operands (gemm()); operands of type A
+// uint16_t: bfloat16 bits already.
+template <typename T, typename A = T>
+void add_input_grads(int64_t R, int64_t G, int64_t D, const A* da, const A* x, const A* w_ih,
                      T* dw_ih, T* dx, bool bf16 = false) {
-  gemm<T>(true, false, G, D, R, T(1), da, G, x, D, T(1), dw_ih, D, bf16);
-  if (dx) gemm<T>(false, false, R, D, G, T(1), da, G, w_ih, D, T(0), dx, D, bf16);
+  gemm(true, false, G, D, R, T(1), da, G, x, D, T(1), dw_ih, D, bf16);
+  if (dx) gemm(false, false, R, D, G, T(1), da, G, w_ih, D, T(0), dx, D, bf16);
 }
 
 }  // namespace

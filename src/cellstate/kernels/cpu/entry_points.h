@@ -81,7 +81,8 @@ std::vector<Tensor> rnn_forward(const RNNForwardArgs& a);
 std::vector<Tensor> rnn_backward(const RNNBackwardArgs& a);
 
 // Since the library loaded: how many weights the LSTM kernels packed for bfloat16 per-step
-// products, and how many whole-sequence products they ran on bfloat16 operands.
+// products, how many whole-sequence products they ran on bfloat16 operands, and how many LSTM
+// backward calls rounded d a to bfloat16 once for all their products (lstm_backward.h).
 std::vector<int64_t> bf16_product_counts();
 // Whether this torch build and CPU run them: bfloat16 brgemm (per-step products), and with it
 // MKL's bfloat16 gemm (whole-sequence products). Where not, the same values in float32.

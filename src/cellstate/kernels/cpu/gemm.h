@@ -194,13 +194,31 @@ inline void round_to_bf16(const uint16_t* __restrict in, int64_t n, uint16_t* __
 // these paths ran).
 std::atomic<int64_t> bf16_packings{0}, bf16_gemms{0};
 
+// Row-major C (m, n) = alpha op(A) op(B) + beta C on bfloat16 operands (their bits), accumulated
+// in float32 by MKL's gemm_bf16bf16f32: the backward's whole-sequence products on operands that
+// are bfloat16 already. Only where bf16_gemm_available().
+inline void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                 const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, float beta,
+                 float* c, int64_t ldc, bool = true) {
+  if (m == 0 || n == 0 || (k == 0 && beta == 1.0f)) return;
+  const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
+  const int mm = int(n), nn = int(m), kk = int(k), la = int(ldb), lb = int(lda), lc = int(ldc);
+  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
+  gemm_bf16bf16f32_(&ta, &tb, &mm, &nn, &kk, &alpha, b, &la, a, &lb, &beta, c, &lc);
+  ++bf16_gemms;
+}
+
+// Whether gemm() on bfloat16 operands runs here: MKL provides it and the CPU has bfloat16
+// instructions (without them MKL would emulate them slowly).
+inline bool bf16_gemm_available() { return gemm_bf16bf16f32_ && bf16_brgemm_works(); }
+
 // Row-major C (m, n) = alpha op(A) op(B) + beta C with A and B rounded to bfloat16, accumulated
 // in float32 (MKL's gemm_bf16bf16f32). False where MKL does not provide it, or where this CPU has
 // no bfloat16 brgemm (no bfloat16 instructions: MKL would emulate them slowly).
 inline bool bf16_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                       const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
                       float* c, int64_t ldc) {
-  if (!gemm_bf16bf16f32_ || !bf16_brgemm_works()) return false;
+  if (!bf16_gemm_available()) return false;
   // Each operand's stored rows, rounded into a contiguous copy (its leading dimension: its
   // width) in a buffer this thread keeps across calls, up to kKeptRounded values: fresh memory
   // for them at every call cost a page fault per 4 KB (training at 100x32x128x128, perf: a sixth
@@ -223,12 +241,9 @@ inline bool bf16_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t 
                                  : rounded(a_buffer, a_once, a, m, k, lda);
   const uint16_t* b16 = trans_b ? rounded(b_buffer, b_once, b, n, k, ldb)
                                  : rounded(b_buffer, b_once, b, k, n, ldb);
-  const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
-  const int mm = int(n), nn = int(m), kk = int(k), lc = int(ldc);
-  const int la = int(trans_b ? k : n), lb = int(trans_a ? m : k);  // the copies' widths
-  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
-  gemm_bf16bf16f32_(&ta, &tb, &mm, &nn, &kk, &alpha, b16, &la, a16, &lb, &beta, c, &lc);
-  ++bf16_gemms;
+  // the copies' widths as leading dimensions
+  gemm(trans_a, trans_b, m, n, k, alpha, a16, trans_a ? m : k, b16, trans_b ? k : n, beta, c,
+       ldc);
   return true;
 }
 

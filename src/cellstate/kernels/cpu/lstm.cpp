@@ -95,18 +95,19 @@ Tensor as_dtype(const Tensor& t, at::ScalarType dtype) {
   return t.numel() && t.scalar_type() != dtype ? t.to(dtype) : t;
 }
 
-// keep_x: x too stays bfloat16 (the forward with bfloat16 matrices reads it as it is).
-#define CELLSTATE_TO_FLOAT(type, name)                                          \
-  if (std::string_view(#name) != "w_ih" && std::string_view(#name) != "w_hh" && \
-      std::string_view(#name) != "w_hr" && (std::string_view(#name) != "x" || !keep_x)) { \
-    to_float(a.name);                                                           \
+// keep_x: x (and for backward the output) too stays bfloat16 (the kernel with bfloat16 matrices
+// reads them as they are, or makes the float32 copies it needs).
+#define CELLSTATE_TO_FLOAT(type, name)                                                    \
+  if (std::string_view(#name) != "w_ih" && std::string_view(#name) != "w_hh" &&           \
+      std::string_view(#name) != "w_hr" &&                                                \
+      ((std::string_view(#name) != "x" && std::string_view(#name) != "output") || !keep_x)) { \
+    to_float(a.name);                                                                     \
   }
 LSTMForwardArgs in_float32(LSTMForwardArgs a, bool keep_x) {
   CELLSTATE_LSTM_FORWARD(CELLSTATE_TO_FLOAT)
   return a;
 }
-LSTMBackwardArgs in_float32(LSTMBackwardArgs a) {
-  const bool keep_x = false;
+LSTMBackwardArgs in_float32(LSTMBackwardArgs a, bool keep_x) {
   CELLSTATE_LSTM_BACKWARD(CELLSTATE_TO_FLOAT)
   return a;
 }
@@ -129,7 +130,9 @@ std::vector<at::ScalarType> input_dtypes(const LSTMBackwardArgs& a) {
 
 }  // namespace
 
-std::vector<int64_t> bf16_product_counts() { return {bf16_packings.load(), bf16_gemms.load()}; }
+std::vector<int64_t> bf16_product_counts() {
+  return {bf16_packings.load(), bf16_gemms.load(), bf16_rounded_once.load()};
+}
 
 std::vector<bool> bf16_product_support() {
   return {bf16_brgemm_works(), bf16_brgemm_works() && gemm_bf16bf16f32_ != nullptr};
@@ -197,20 +200,21 @@ std::vector<Tensor> lstm_forward(const LSTMForwardArgs& a) {
   return results;
 }
 
-std::vector<Tensor> lstm_backward(const LSTMBackwardArgs& a) {
-  if (a.x.scalar_type() == at::kBFloat16) {
-    std::vector<Tensor> grads = lstm_backward(in_float32(a));
-    const std::vector<at::ScalarType> dtypes = input_dtypes(a);
-    for (size_t k = 0; k < grads.size(); ++k) grads[k] = as_dtype(grads[k], dtypes[k]);
-    return grads;
-  }
+namespace {
+
+// lstm_backward() on float32 or float64 tensors (with bfloat16 products: bfloat16 matrices, and
+// x and the output both in float32 or both in bfloat16)
+std::vector<Tensor> lstm_backward_run(const LSTMBackwardArgs& a) {
   LSTMTensors p = lstm_tensors(a);
   const bool bf16 = bf16_products(a.x, p);
   if (bf16) matrices_to_float(p, true);
-  check_inputs(a.x, {&a.h0, &a.c0, &p.w_ih, &p.w_hh, &a.output, &a.gates, &a.cells});
+  check_inputs(a.x, {&a.h0, &a.c0, &p.w_ih, &p.w_hh, &a.gates, &a.cells}, bf16);
+  TORCH_CHECK(a.output.scalar_type() == a.x.scalar_type(),
+              "cellstate cpu kernel: output must have x's dtype ", a.x.scalar_type(), ", got ",
+              a.output.scalar_type());
   p.b_ih = p.b_hh = std::nullopt;  // backward reads only whether there is a bias
-  std::vector<Tensor> grads =
-      AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "cellstate_lstm_backward", [&] {
+  std::vector<Tensor> grads = AT_DISPATCH_FLOATING_TYPES(
+      bf16 ? at::kFloat : a.x.scalar_type(), "cellstate_lstm_backward", [&] {
         return lstm_backward_impl<scalar_t>(
             a.d_output, a.d_h_n, a.d_c_n, a.d_records, a.x, a.h0, a.c0, a.output, a.gates,
             a.cells, saved_result(a.c_states), saved_result(a.ln_hw), saved_result(a.ln_stats), p,
@@ -222,10 +226,23 @@ std::vector<Tensor> lstm_backward(const LSTMBackwardArgs& a) {
       if (grads[k].numel()) grads[k] = grads[k].to(at::kBFloat16);
     }
   }
-  // grads: x, h0, c0, w_ih, w_hh, the bias, w_hr, ...; one result per bias instead
-  const auto [db_ih, db_hh] = bias_grads(grads[5], a.b_ih.has_value(), a.b_hh.has_value(), a.x);
+  // grads: x, h0, c0, w_ih, w_hh, the bias, w_hr, ...; one result per bias instead (h0: the
+  // dtype computed in)
+  const auto [db_ih, db_hh] = bias_grads(grads[5], a.b_ih.has_value(), a.b_hh.has_value(), a.h0);
   grads[5] = db_ih;
   grads.insert(grads.begin() + 6, db_hh);
+  return grads;
+}
+
+}  // namespace
+
+std::vector<Tensor> lstm_backward(const LSTMBackwardArgs& a) {
+  if (a.x.scalar_type() != at::kBFloat16) return lstm_backward_run(a);
+  // With bfloat16 matrices x and the output stay bfloat16 (the kernel reads them so).
+  std::vector<Tensor> grads =
+    lstm_backward_run(in_float32(a, a.w_hh.scalar_type() == at::kBFloat16));
+  const std::vector<at::ScalarType> dtypes = input_dtypes(a);
+  for (size_t k = 0; k < grads.size(); ++k) grads[k] = as_dtype(grads[k], dtypes[k]);
   return grads;
 }
 

@@ -6,6 +6,13 @@
 // zoneout and the output projection; then through o tanh(c) (or its layer norm), the cell and
 // the gates, into d a (and the per-row input gradients with a few input features); then
 // dh_{t-1} = W_hh^T d(W_hh h). After each chunk, its weight gradients as GEMMs over its rows.
+//
+// With bfloat16 products, where nothing stands between d a and the products (no layer norm on
+// the input or recurrent product, no recurrent dropout, D >= kNarrow), each row of d a is
+// rounded to bfloat16 once, in the step loop while it is in cache (dA16), and the per-step
+// product and the chunk's whole-sequence products (dW_hh, dW_ih, dx) all read that copy, with x
+// and the output in bfloat16 as the forward read and wrote them: no per-product rounded copies.
+// Chunks of 1024 rows keep d a and dA16 in L2.
 
 #pragma once
 
@@ -14,10 +21,13 @@
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
+#include "bf16_cell.h"
 #include "bptt.h"
 #include "gemm.h"
 #include "layer_norm.h"
@@ -25,6 +35,10 @@
 #include "runtime.h"
 
 namespace {
+
+// How many backward calls took the rounded-once path (see the top) since the library loaded
+// (tests read it to know that it ran).
+std::atomic<int64_t> bf16_rounded_once{0};
 
 // One backward call's inputs, buffers (pointers at row 0; chunk buffers at the chunk's first
 // step) and per-row phases. The phases are the step loop's body cut into named pieces:
@@ -42,6 +56,7 @@ struct LSTMBackward {
   const int64_t* lengths = nullptr;  // (B), or null
   bool has_bias = false;
   bool bf16 = false;  // products on bfloat16 operands (PackedWeight, gemm())
+  bool bf16_cell = false;  // bfloat16 products: the gate pass on bf16_cell.h's vectors
   // With a few input features, dW_ih, the bias gradient and dx are a few vectorised passes over
   // each row of d a, done while that row is in cache rather than as narrow GEMMs after a chunk.
   bool row_input_grads = false;
@@ -80,6 +95,13 @@ struct LSTMBackward {
   T* shown = nullptr;       // (B, H): LN_c(c)
   T* xw_row = nullptr;      // (B, G): as xw, per row (row_input_grads)
   const T* ones = nullptr;  // (K B)
+  // bfloat16 bits (see the top), or all null: d a per chunk (K, B, G), x (T, B, D), the output
+  // (T, B, P), h0 (B, P) and W_ih (G, D)
+  uint16_t* dA16 = nullptr;
+  const uint16_t* x16 = nullptr;
+  const uint16_t* output16 = nullptr;
+  const uint16_t* h0_16 = nullptr;
+  const uint16_t* w_ih16 = nullptr;
   // Results
   T* dx = nullptr;  // (T, B, D), or null
   T* dw_ih = nullptr;
@@ -100,7 +122,16 @@ struct LSTMBackward {
     rows(b0, b1, [&](int64_t b) { zoneout_row(t, k, b); });
     if (q.w_hr) schedule.gemm(b0, b1, w_hr, dHn + k * B * s.P, s.P, false, dhh, s.H);
     rows(b0, b1, [&](int64_t b) { cell_row<FG, PEEP>(t, k, b); });
-    schedule.gemm(b0, b1, w_hh, dHW + k * B * s.G, s.G, false, dh_in, s.P);
+    if constexpr (std::is_same_v<T, float>) {
+      if (dA16) {  // on the rows rounded by cell_row (no second operand: k1 = G)
+        schedule.gemm_stacked(b0, b1, w_hh, dA16 + k * B * s.G, s.G, s.G,
+                              static_cast<const float*>(nullptr), 0, dh_in, s.P);
+      } else {
+        schedule.gemm(b0, b1, w_hh, dHW + k * B * s.G, s.G, false, dh_in, s.P);
+      }
+    } else {
+      schedule.gemm(b0, b1, w_hh, dHW + k * B * s.G, s.G, false, dh_in, s.P);
+    }
     rows(b0, b1, [&](int64_t b) { recurrent_row(t, b); });
   }
 
@@ -130,6 +161,7 @@ struct LSTMBackward {
     T* hh = q.w_hr ? HH + (k * B + b) * H : hh_scratch + b * H;
     if (!valid(lengths, t, b)) {
       std::fill(da, da + G, T(0));
+      if (dA16) std::fill_n(dA16 + (k * B + b) * G, G, uint16_t(0));
       if (q.ln_hh) std::fill(dhw, dhw + G, T(0));
       std::fill(hh, hh + H, T(0));
       if (row_input_grads && dx) std::fill_n(dx + (t * B + b) * s.D, s.D, T(0));
@@ -143,9 +175,23 @@ struct LSTMBackward {
                                  : cells + (row - B) * H;
     T* dcs_b = dcs + b * H;
     output_row(row, b, a, c_new, hh, da, dcs_b);
-    gate_backward_row<T, FG, PEEP>(s, q, a, c_prev, c_new, dcs_b, zc ? zc.row(t, b, H) : zero,
-                                   rec(row, 0), rec(row, 1), rec(row, 2), rec(row, 3),
-                                   dc + b * H, da, peep_sums->mine());
+    const T* z = zc ? zc.row(t, b, H) : zero;
+    bool done = false;
+    if constexpr (std::is_same_v<T, float>) {
+      if (bf16_cell) {
+        gate_backward_row_bf16<FG, PEEP>(s, q, a, c_prev, c_new, dcs_b, z, rec(row, 0),
+                                         rec(row, 1), rec(row, 2), rec(row, 3), dc + b * H, da,
+                                         peep_sums->mine());
+        done = true;
+      }
+    }
+    if (!done) {
+      gate_backward_row<T, FG, PEEP>(s, q, a, c_prev, c_new, dcs_b, z, rec(row, 0), rec(row, 1),
+                                     rec(row, 2), rec(row, 3), dc + b * H, da, peep_sums->mine());
+    }
+    if constexpr (std::is_same_v<T, float>) {
+      if (dA16) round_to_bf16(da, G, dA16 + (k * B + b) * G);
+    }
     if (row_input_grads) input_row_grads(row, b, da);
     if (q.ln_hh) {
       row_layer_norm_backward(da, ln_hw + row * G, q.ln_hh, stats[row * kStats + kRstdHH], G,
@@ -225,6 +271,16 @@ struct LSTMBackward {
   // The weight gradients of the chunk of steps [s0, s1): GEMMs over all its rows.
   void chunk_weight_grads(int64_t s0, int64_t s1) const {
     const int64_t B = s.B, D = s.D, G = s.G, P = s.P, H = s.H, R = (s1 - s0) * B;
+    if constexpr (std::is_same_v<T, float>) {
+      if (dA16) {
+        add_recurrent_weight_grad(s0, s1, B, G, P, dA16, h0_16, output16, dw_hh);
+        if (has_bias) add_bias_grad(R, G, dA, ones, db);
+        if (q.w_hr) gemm<T>(true, false, P, H, R, T(1), dHn, P, HH, H, T(1), dw_hr, H, bf16);
+        add_input_grads(R, G, D, dA16, x16 + s0 * B * D, w_ih16, dw_ih,
+                        dx ? dx + s0 * B * D : nullptr);
+        return;
+      }
+    }
     if (mask) {  // dW_hh += d(W_hh h)^T (h_{t-1} masked), h_{t-1} being h0 at t = 0
       for (int64_t t = s0; t < s1; ++t) {
         const T* src = t == 0 ? h0 : output + (t - 1) * B * P;
@@ -265,12 +321,22 @@ std::vector<Tensor> lstm_backward_impl(
     LSTMTensors& tensors, bool has_bias, const OptTensor& zoneout_h, const OptTensor& zoneout_c,
     const OptTensor& mask_, const OptTensor& lengths_, bool forget_gate, bool need_dx,
     bool bf16) {
-  const Tensor x = x_.contiguous(), h0 = h0_.contiguous(), c0 = c0_.contiguous();
-  const Tensor output = output_.contiguous(), gates = gates_.contiguous();
-  const Tensor cells = cells_.contiguous();
-  const LSTMShape s = lstm_shape(x, tensors.w_ih, tensors.w_hh, forget_gate);
+  const LSTMShape s = lstm_shape(x_, tensors.w_ih, tensors.w_hh, forget_gate);
   const auto [T_, B, D, H, P, G] = std::tuple{s.T, s.B, s.D, s.H, s.P, s.G};
   const LSTMParams<T> q = lstm_params<T>(tensors);
+  const bool row_input_grads = D < kNarrow;
+  const PackedWeight<T> w_hh(tensors.w_hh, B, bf16);
+  // d a rounded once (dA16: see the top); x and the output (bfloat16 with bfloat16 products,
+  // else float32) are then read only in bfloat16, and otherwise only in float32.
+  const bool rounded_once = bf16 && w_hh.bf16_packed() && bf16_gemm_available() && !q.ln_ih &&
+                            !q.ln_hh && !present(mask_) && !row_input_grads;
+  const at::ScalarType x_dtype = rounded_once ? at::kBFloat16 : c10::CppTypeToScalarType<T>::value;
+  const Tensor x16 = x_.to(x_dtype).contiguous(), output16 = output_.to(x_dtype).contiguous();
+  // float32 tensors where not rounded_once; empty (their options only) where
+  const Tensor x = rounded_once ? at::empty({0}, c0_.options()) : x16;
+  const Tensor output = rounded_once ? x : output16;
+  const Tensor h0 = h0_.contiguous(), c0 = c0_.contiguous();
+  const Tensor gates = gates_.contiguous(), cells = cells_.contiguous();
   const bool proj = q.w_hr != nullptr;
   const Zoneout<T> zh(zoneout_h, B, P), zc(zoneout_c, B, H);
   const OptTensor mask_c = contiguous(mask_);
@@ -280,7 +346,6 @@ std::vector<Tensor> lstm_backward_impl(
   const OptTensor c_states_c = contiguous(c_states_);
   const OptTensor ln_hw_c = contiguous(ln_hw_);
   const OptTensor ln_stats_c = contiguous(ln_stats_);
-  const bool row_input_grads = D < kNarrow;
 
   Tensor dh = grad_h_n ? grad_h_n->contiguous().clone() : at::zeros({B, P}, x.options());
   Tensor dc = grad_c_n ? grad_c_n->contiguous().clone() : at::zeros({B, H}, x.options());
@@ -294,9 +359,12 @@ std::vector<Tensor> lstm_backward_impl(
   Tensor dln_hh = at::zeros({G}, x.options());
   Tensor dln_c = at::zeros({2, H}, x.options());  // weight, bias
 
-  const int64_t K = chunk_steps(T_, B, G);
+  const int64_t K = rounded_once ? chunk_steps(T_, B, G, 1024) : chunk_steps(T_, B, G);
   // From the saved tensors' pool (kept for the next training step, no fresh pages: runtime.h)
   Tensor dA = saved_empty(x, {K, B, G});
+  Tensor dA16 = rounded_once ? saved_empty(x16, {K, B, G}) : none_tensor(x);
+  const Tensor h0_16 = rounded_once ? h0.to(at::kBFloat16) : none_tensor(x);
+  const Tensor w_ih16 = rounded_once ? tensors.w_ih.to(at::kBFloat16) : none_tensor(x);
   Tensor dHW = q.ln_hh ? saved_empty(x, {K, B, G}) : dA;
   Tensor dHn = proj ? empty_like_shape(x, {K, B, P}) : none_tensor(x);
   Tensor HH = proj ? empty_like_shape(x, {K, B, H}) : none_tensor(x);
@@ -318,7 +386,6 @@ std::vector<Tensor> lstm_backward_impl(
   ThreadSums<T> peep_sums(3 * H), ln_hh_sums(G), ln_c_sums(2 * H), ln_ih_sums(G);
   ThreadSums<T> input_sums(row_input_grads ? (D + 1) * G : 0);
   const Schedule schedule(B, G * P, G * P + (proj ? H * P : 0) + 40 * H, 40 * H, bf16);
-  const PackedWeight<T> w_hh(tensors.w_hh, B, bf16);
   const PackedWeight<T> w_hr =
     proj ? PackedWeight<T>(*tensors.w_hr, B, bf16) : PackedWeight<T>();
 
@@ -327,11 +394,12 @@ std::vector<Tensor> lstm_backward_impl(
   backward.lengths = lengths_c ? lengths_c->data_ptr<int64_t>() : nullptr;
   backward.has_bias = has_bias;
   backward.bf16 = bf16;
+  backward.bf16_cell = bf16 && kBF16Cell;
   backward.row_input_grads = row_input_grads;
-  backward.x = x.data_ptr<T>();
+  backward.x = rounded_once ? nullptr : x.data_ptr<T>();
   backward.h0 = h0.data_ptr<T>();
   backward.c0 = c0.data_ptr<T>();
-  backward.output = output.data_ptr<T>();
+  backward.output = rounded_once ? nullptr : output.data_ptr<T>();
   backward.gates = gates.data_ptr<T>();
   backward.cells = cells.data_ptr<T>();
   backward.c_states = ptr<T>(c_states_c);
@@ -368,6 +436,14 @@ std::vector<Tensor> lstm_backward_impl(
   backward.ln_c_sums = &ln_c_sums;
   backward.ln_ih_sums = &ln_ih_sums;
   backward.input_sums = &input_sums;
+  if (rounded_once) {
+    ++bf16_rounded_once;
+    backward.dA16 = bf16_bits(dA16);
+    backward.x16 = bf16_bits(x16);
+    backward.output16 = bf16_bits(output16);
+    backward.h0_16 = bf16_bits(h0_16);
+    backward.w_ih16 = bf16_bits(w_ih16);
+  }
 
   for (int64_t s1 = T_; s1 > 0; s1 -= K) {
     const int64_t s0 = std::max<int64_t>(0, s1 - K);
