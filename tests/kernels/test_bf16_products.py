@@ -40,7 +40,7 @@ def _counts() -> tuple[int, int, int]:
     return packed, gemms, rounded_once
 
 
-def _assert_ran(before: tuple[int, int], whole_sequence: bool = True):
+def _assert_ran(before: tuple[int, int, int], whole_sequence: bool = True):
     """The per-step (and whole-sequence) bfloat16 products ran since before, where this CPU and
     torch build support them; where not, that none did."""
     after = _counts()
