@@ -311,6 +311,13 @@ class _EagerLSTMForward(torch.autograd.Function):
         return _lstm_backward(ctx, *grads, kernel=_raw_lstm_backward)
 
 
+# _EagerLSTMForward.apply without Function.apply's Python wrapper, which on every call binds the
+# 28 arguments through inspect.signature (for keyword arguments: none are passed here) and
+# unwraps torch.func's dead wrappers (torch.func calls run the reference: unsupported()), ~30 us
+# of a training call. The C++ apply it then calls is this one.
+_eager_lstm_apply = super(torch.autograd.Function, _EagerLSTMForward).apply
+
+
 def _needs_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -357,7 +364,7 @@ def lstm_layer(
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
         run = lstm_forward
     else:
-        run = _EagerLSTMForward.apply if save else _raw_lstm_forward
+        run = _eager_lstm_apply if save else _raw_lstm_forward
     masks = [getattr(noise, n) for n in NOISE]
     output, h_n, c_n, records, *_ = run(
         x, h0, c0, *params, *masks, lengths, p.forget_gate, return_states, save
