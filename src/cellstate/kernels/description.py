@@ -42,7 +42,7 @@ class Out:
     shape: Callable[..., tuple[int, ...] | None]
     grad: bool = False  # differentiable result
     saved: bool = True  # backward reads it
-    low: bool = False  # (Triton) in the weights' dtype, not the compute dtype
+    low: bool = False  # in the weights' dtype (w_hh's), not the compute dtype
 
 
 @dataclass(frozen=True)

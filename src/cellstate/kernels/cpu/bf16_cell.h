@@ -1,4 +1,5 @@
-// The forward cell row of bfloat16 LSTMs (part of lstm.cpp's translation unit): lstm_cell.h's
+// The cell rows of bfloat16 LSTMs (part of lstm.cpp's translation unit), and how they save their
+// gates in bfloat16 (gates_to_bf16). The forward's: lstm_cell.h's
 // cell_forward_row, and hh = o tanh(c), on AVX-512 vectors whose sigmoid and tanh use an exp of
 // degree 5 (activations.h's has degree 7) and divide by an approximate reciprocal (rcp14, ~14
 // bits, refined by one Newton step to ~1 ulp of float32).
@@ -16,8 +17,10 @@
 
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
+#include "gemm.h"
 #include "lstm_cell.h"
 
 #ifdef __AVX512F__
@@ -25,6 +28,34 @@
 #endif
 
 namespace {
+
+// The activated gates saved in bfloat16 with bfloat16 products (lstm_forward.h), and read back
+// in float32 by backward. A sigmoid gate (i, f, o) above 1/2 is saved as -(1 - sigma), negative
+// (-0 for sigma = 1; sigmoids are positive, exact in float32): backward multiplies by 1 - sigma,
+// which then keeps bfloat16's relative precision near sigma = 1 as sigma does near 0 (saved as
+// they are, bfloat16's 2^-8 spacing below 1 would leave a forget gate of 0.999 as 1). tanh's g is
+// saved as it is.
+inline void gates_to_bf16(const LSTMShape& s, const float* __restrict a,
+                          uint16_t* __restrict out) {
+  for (int64_t g0 = 0; g0 < s.G; g0 += s.H) {
+    if (g0 == s.gg()) {
+      round_to_bf16(a + g0, s.H, out + g0);
+      continue;
+    }
+    for (int64_t j = g0; j < g0 + s.H; ++j) {
+      out[j] = bf16_round(a[j] > 0.5f ? -(1.0f - a[j]) : a[j]);
+    }
+  }
+}
+
+inline void gates_from_bf16(const LSTMShape& s, const uint16_t* __restrict in,
+                            float* __restrict a) {
+  widen_bf16(in, s.G, a);
+  for (int64_t g0 = 0; g0 < s.G; g0 += s.H) {
+    if (g0 == s.gg()) continue;
+    for (int64_t j = g0; j < g0 + s.H; ++j) a[j] = std::signbit(a[j]) ? 1.0f + a[j] : a[j];
+  }
+}
 
 #ifdef __AVX512F__
 constexpr bool kBF16Cell = true;

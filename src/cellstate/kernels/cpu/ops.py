@@ -174,7 +174,8 @@ def _grads_fake(op: OpDescription, args) -> tuple[Tensor, ...]:
 def _define(name: str, op: OpDescription, raw_forward, raw_backward, dims):
     """The custom ops ``cellstate::<name>_forward`` and ``cellstate::<name>_backward`` over the
     C++ entry points (raw_forward, raw_backward), their schemas and fakes from ``op``; the fake
-    forward allocates the shapes of ``op.outputs`` at dims(named arguments)."""
+    forward allocates the shapes of ``op.outputs`` at dims(named arguments), in x's dtype (w_hh's
+    for a ``low`` one)."""
     forward = torch.library.custom_op(
         f"cellstate::{name}_forward", raw_forward, mutates_args=(), schema=op.forward_schema()
     )
@@ -185,7 +186,10 @@ def _define(name: str, op: OpDescription, raw_forward, raw_backward, dims):
     @forward.register_fake
     def _forward_fake(*args):
         a = dict(zip(op.input_names, args, strict=True))
-        return tuple(a["x"].new_empty(shape) for shape in op.shapes(dims(a)))
+        return tuple(
+            a["w_hh" if o.low else "x"].new_empty(shape)
+            for o, shape in zip(op.outputs, op.shapes(dims(a)), strict=True)
+        )
 
     backward.register_fake(lambda *args: _grads_fake(op, args))
     return forward, backward
@@ -236,7 +240,8 @@ LSTM = OpDescription(
         Out("h_n", lambda d: (d.B, d.P), grad=True, saved=False),
         Out("c_n", lambda d: (d.B, d.H), grad=True, saved=False),
         Out("records", lambda d: (5, d.T, d.B, d.H) if d.records else None, grad=True, saved=False),
-        Out("gates", lambda d: (d.T, d.B, d.G) if d.save else None),  # activated i, f, g, o
+        # activated i, f, g, o (in bfloat16 with bfloat16 matrices: bfloat16 products)
+        Out("gates", lambda d: (d.T, d.B, d.G) if d.save else None, low=True),
         Out("cells", lambda d: (d.T, d.B, d.H) if d.save else None),  # c~ before zoneout
         Out("c_states", lambda d: (d.T, d.B, d.H) if d.save and d.zoneout_c else None),
         Out("ln_hw", lambda d: (d.T, d.B, d.G) if d.save and d.ln_hh else None),  # LN(W_hh h)
