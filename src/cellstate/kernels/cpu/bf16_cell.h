@@ -124,14 +124,33 @@ inline __m512 tanh(__m512 x) {
     _mm512_castps_si512(t), _mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN), 0xD8));
 }
 
+// bf16_round on 16 lanes
+inline __m256i round_bf16(__m512 v) {
+  const __m512i bits = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF)));
+  r = _mm512_srli_epi32(r, 16);
+  r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
+  return _mm512_cvtepi32_epi16(r);
+}
+
+// A sigmoid gate as gates_to_bf16 saves it: above 1/2 as -(1 - sigma)
+inline __m256i saved_sigmoid(__m512 sigma) {
+  const __m512 complement = _mm512_xor_ps(_mm512_sub_ps(_mm512_set1_ps(1.0f), sigma),
+                                          _mm512_set1_ps(-0.0f));
+  const __mmask16 high = _mm512_cmp_ps_mask(sigma, _mm512_set1_ps(0.5f), _CMP_GT_OQ);
+  return round_bf16(_mm512_mask_blend_ps(high, sigma, complement));
+}
+
 }  // namespace act512
 
 // cell_forward_row (same arguments, same results up to the reciprocals' error), and with hh
-// (not null) also hh = o tanh(c_new), in the same pass.
+// (not null) also hh = o tanh(c_new), with saved (not null) also the gates saved in bfloat16
+// as gates_to_bf16 does, in the same pass.
 template <bool FG, bool PEEP>
 inline void cell_forward_row_bf16(const LSTMShape& s, const LSTMParams<float>& q,
                                   const float* bias, float* a, const float* c_prev, float* c_new,
-                                  float* hh) {
+                                  float* hh, uint16_t* saved) {
   const int64_t H = s.H;
   float* ai = a + s.gi();
   float* af = a + s.gf();
@@ -168,6 +187,15 @@ inline void cell_forward_row_bf16(const LSTMShape& s, const LSTMParams<float>& q
     store(ao, o);
     store(c_new, c);
     if (hh) store(hh, _mm512_mul_ps(o, act512::tanh(c)));
+    if (saved) {
+      auto save = [&](int64_t gate, __m256i bits) {
+        _mm256_mask_storeu_epi16(saved + gate + j, k, bits);
+      };
+      save(s.gi(), act512::saved_sigmoid(i));
+      if constexpr (FG) save(s.gf(), act512::saved_sigmoid(_mm512_maskz_loadu_ps(k, af + j)));
+      save(s.gg(), act512::round_bf16(g));
+      save(s.go(), act512::saved_sigmoid(o));
+    }
   }
 }
 
@@ -241,7 +269,7 @@ inline void gate_backward_row_bf16(const LSTMShape&, const LSTMParams<float>&, c
 
 template <bool FG, bool PEEP>
 inline void cell_forward_row_bf16(const LSTMShape&, const LSTMParams<float>&, const float*,
-                                  float*, const float*, float*, float*) {}
+                                  float*, const float*, float*, float*, uint16_t*) {}
 #endif
 
 }  // namespace

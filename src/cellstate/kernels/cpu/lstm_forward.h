@@ -164,24 +164,21 @@ struct LSTMForward {
       return;
     }
     T* a = gates_row(t, b);
-    cell_and_hh_row(t, b, a, hh_b);
-    if constexpr (std::is_same_v<T, float>) {
-      if (gates16) gates_to_bf16(s, a, gates16 + (t * s.B + b) * s.G);
-    }
-  }
-
-  // cell_row on a valid row: a (the row's gates) activated, c~_t and hh_b.
-  [[gnu::always_inline]] void cell_and_hh_row(int64_t t, int64_t b, T* a, T* hh_b) const {
-    const int64_t H = s.H;
     T* c_new = cells + (at_step(t) * s.B + b) * H;
+    uint16_t* saved = gates16 ? gates16 + (t * s.B + b) * s.G : nullptr;
     if constexpr (std::is_same_v<T, float>) {
-      if (bf16_cell) {  // and hh in the same pass, without layer norm on c
+      if (bf16_cell) {  // and hh (without layer norm on c) and the saved gates in the same pass
         cell_forward_row_bf16<FG, PEEP>(s, q, bias, a, c + b * H, c_new,
-                                        q.ln_c_w ? nullptr : hh_b);
+                                        q.ln_c_w ? nullptr : hh_b, saved);
         if (!q.ln_c_w) return;
       }
     }
-    if (!bf16_cell) cell_forward_row<T, FG, PEEP>(s, q, bias, a, c + b * H, c_new);
+    if (!bf16_cell) {
+      cell_forward_row<T, FG, PEEP>(s, q, bias, a, c + b * H, c_new);
+      if constexpr (std::is_same_v<T, float>) {
+        if (saved) gates_to_bf16(s, a, saved);
+      }
+    }
     const T* o = a + s.go();
     if (q.ln_c_w) {
       const RowNorm<T> norm = row_norm(c_new, H);
