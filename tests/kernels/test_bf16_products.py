@@ -288,3 +288,37 @@ def test_bf16_products_match_torch_bf16_with_odd_depth():
             half_precision_results(ours, x, False, lengths=None),
             half_precision_results(theirs, x, False, lengths=None),
         )
+
+
+@pytest.mark.parametrize("forget_bias", [7.0, 30.0], ids=["f=0.999", "f=1"])
+def test_bf16_saved_gates_keep_forget_gates_near_one(forget_bias):
+    """Backward reads the gates that the forward saved in bfloat16. A forget gate of 0.999,
+    whose nearest bfloat16 value is 1, must still carry 0.999^T to c_0 (0.91 over 100 steps, not
+    1), and a saturated one (exactly 1 in float32) exactly 1: against the float32 reference.
+    (Small weights: the paths through h add little.)"""
+    steps = 100
+    torch.manual_seed(0)
+    module = cellstate.LSTM(D, H, backend="cpu")
+    with torch.no_grad():
+        for p in module.parameters():
+            p.mul_(0.01)
+        module.bias_ih_l0[H : 2 * H] = forget_bias
+    module = module.to(BF16)
+    reference = copy.deepcopy(module).float()
+    reference.backend = "reference"
+    x = torch.randn(steps, B, D).to(BF16)
+    h0 = torch.zeros(1, B, H, dtype=BF16)
+    c0 = torch.randn(1, B, H).to(BF16)
+
+    def dc0(model, dtype):
+        c = c0.to(dtype).clone().requires_grad_()
+        _, (_, c_n) = model(x.to(dtype), (h0.to(dtype), c))
+        c_n.float().sum().backward()
+        return c.grad.float()
+
+    before = _counts()
+    ours = dc0(module, BF16)
+    _assert_ran(before)
+    expected = dc0(reference, torch.float32)
+    assert (expected.mean() < 0.95) == (forget_bias == 7.0)
+    torch.testing.assert_close(ours, expected, rtol=1e-2, atol=1e-3)

@@ -42,7 +42,7 @@ class Out:
     shape: Callable[..., tuple[int, ...] | None]
     grad: bool = False  # differentiable result
     saved: bool = True  # backward reads it
-    low: bool = False  # (Triton) in the weights' dtype, not the compute dtype
+    low: bool = False  # in the weights' dtype (w_hh's), not the compute dtype
 
 
 @dataclass(frozen=True)
@@ -134,16 +134,31 @@ class OpDescription:
         results = ", ".join("Tensor" for _ in self.outputs)
         return f"({', '.join(self.forward_args())}) -> ({results})"
 
+    @cached_property
+    def _positions(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """Where, in (*inputs, *outputs), the results without gradient, ``saved`` and
+        ``saved_flags`` are (an output shadows an input of the same name)."""
+        position = {n: k for k, n in enumerate(self.input_names + self.output_names)}
+        no_grad = tuple(position[o.name] for o in self.outputs if not o.grad)
+        return (
+            no_grad,
+            tuple(position[n] for n in self.saved),
+            tuple(position[n] for n in self.saved_flags),
+        )
+
     def save_for_backward(self, ctx, inputs, outputs) -> dict:
         """An autograd setup_context's work: marks the results without gradient, saves
-        ``saved`` (and the flags as ``ctx.flags``); returns the named inputs. (List
-        comprehensions rather than generators: this runs on every training call.)"""
+        ``saved`` (and the flags as ``ctx.flags``); returns the named inputs. (Positions worked
+        out once and list comprehensions: this runs on every training call.)"""
         a = dict(zip(self.input_names, inputs, strict=True))
-        saved = {**a, **dict(zip(self.output_names, outputs, strict=True))}
-        ctx.mark_non_differentiable(*[saved[o.name] for o in self.outputs if not o.grad])
+        every = (*inputs, *outputs)
+        if len(every) != len(self.input_names) + len(self.output_names):
+            raise ValueError(f"{len(outputs)} results; the op has {len(self.output_names)}")
+        no_grad, saved, flags = self._positions
+        ctx.mark_non_differentiable(*[every[k] for k in no_grad])
         ctx.set_materialize_grads(False)  # unused results get None, not zeros
-        ctx.save_for_backward(*[saved[n] for n in self.saved])
-        ctx.flags = [a[n] for n in self.saved_flags]
+        ctx.save_for_backward(*[every[k] for k in saved])
+        ctx.flags = [every[k] for k in flags]
         return a
 
     def backward_schema(self) -> str:

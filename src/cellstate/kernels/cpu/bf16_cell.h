@@ -1,4 +1,5 @@
-// The forward cell row of bfloat16 LSTMs (part of lstm.cpp's translation unit): lstm_cell.h's
+// The cell rows of bfloat16 LSTMs (part of lstm.cpp's translation unit), and how they save their
+// gates in bfloat16 (gates_to_bf16). The forward's: lstm_cell.h's
 // cell_forward_row, and hh = o tanh(c), on AVX-512 vectors whose sigmoid and tanh use an exp of
 // degree 5 (activations.h's has degree 7) and divide by an approximate reciprocal (rcp14, ~14
 // bits, refined by one Newton step to ~1 ulp of float32).
@@ -16,8 +17,10 @@
 
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
+#include "gemm.h"
 #include "lstm_cell.h"
 
 #ifdef __AVX512F__
@@ -25,6 +28,34 @@
 #endif
 
 namespace {
+
+// The activated gates saved in bfloat16 with bfloat16 products (lstm_forward.h), and read back
+// in float32 by backward. A sigmoid gate (i, f, o) above 1/2 is saved as -(1 - sigma), negative
+// (-0 for sigma = 1; sigmoids are positive, exact in float32): backward multiplies by 1 - sigma,
+// which then keeps bfloat16's relative precision near sigma = 1 as sigma does near 0 (saved as
+// they are, bfloat16's 2^-8 spacing below 1 would leave a forget gate of 0.999 as 1). tanh's g is
+// saved as it is.
+inline void gates_to_bf16(const LSTMShape& s, const float* __restrict a,
+                          uint16_t* __restrict out) {
+  for (int64_t g0 = 0; g0 < s.G; g0 += s.H) {
+    if (g0 == s.gg()) {
+      round_to_bf16(a + g0, s.H, out + g0);
+      continue;
+    }
+    for (int64_t j = g0; j < g0 + s.H; ++j) {
+      out[j] = bf16_round(a[j] > 0.5f ? -(1.0f - a[j]) : a[j]);
+    }
+  }
+}
+
+inline void gates_from_bf16(const LSTMShape& s, const uint16_t* __restrict in,
+                            float* __restrict a) {
+  widen_bf16(in, s.G, a);
+  for (int64_t g0 = 0; g0 < s.G; g0 += s.H) {
+    if (g0 == s.gg()) continue;
+    for (int64_t j = g0; j < g0 + s.H; ++j) a[j] = std::signbit(a[j]) ? 1.0f + a[j] : a[j];
+  }
+}
 
 #ifdef __AVX512F__
 constexpr bool kBF16Cell = true;
@@ -93,14 +124,33 @@ inline __m512 tanh(__m512 x) {
     _mm512_castps_si512(t), _mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN), 0xD8));
 }
 
+// bf16_round on 16 lanes
+inline __m256i round_bf16(__m512 v) {
+  const __m512i bits = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF)));
+  r = _mm512_srli_epi32(r, 16);
+  r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
+  return _mm512_cvtepi32_epi16(r);
+}
+
+// A sigmoid gate as gates_to_bf16 saves it: above 1/2 as -(1 - sigma)
+inline __m256i saved_sigmoid(__m512 sigma) {
+  const __m512 complement = _mm512_xor_ps(_mm512_sub_ps(_mm512_set1_ps(1.0f), sigma),
+                                          _mm512_set1_ps(-0.0f));
+  const __mmask16 high = _mm512_cmp_ps_mask(sigma, _mm512_set1_ps(0.5f), _CMP_GT_OQ);
+  return round_bf16(_mm512_mask_blend_ps(high, sigma, complement));
+}
+
 }  // namespace act512
 
 // cell_forward_row (same arguments, same results up to the reciprocals' error), and with hh
-// (not null) also hh = o tanh(c_new), in the same pass.
+// (not null) also hh = o tanh(c_new), with saved (not null) also the gates saved in bfloat16
+// as gates_to_bf16 does, in the same pass.
 template <bool FG, bool PEEP>
 inline void cell_forward_row_bf16(const LSTMShape& s, const LSTMParams<float>& q,
                                   const float* bias, float* a, const float* c_prev, float* c_new,
-                                  float* hh) {
+                                  float* hh, uint16_t* saved) {
   const int64_t H = s.H;
   float* ai = a + s.gi();
   float* af = a + s.gf();
@@ -137,6 +187,15 @@ inline void cell_forward_row_bf16(const LSTMShape& s, const LSTMParams<float>& q
     store(ao, o);
     store(c_new, c);
     if (hh) store(hh, _mm512_mul_ps(o, act512::tanh(c)));
+    if (saved) {
+      auto save = [&](int64_t gate, __m256i bits) {
+        _mm256_mask_storeu_epi16(saved + gate + j, k, bits);
+      };
+      save(s.gi(), act512::saved_sigmoid(i));
+      if constexpr (FG) save(s.gf(), act512::saved_sigmoid(_mm512_maskz_loadu_ps(k, af + j)));
+      save(s.gg(), act512::round_bf16(g));
+      save(s.go(), act512::saved_sigmoid(o));
+    }
   }
 }
 
@@ -210,7 +269,7 @@ inline void gate_backward_row_bf16(const LSTMShape&, const LSTMParams<float>&, c
 
 template <bool FG, bool PEEP>
 inline void cell_forward_row_bf16(const LSTMShape&, const LSTMParams<float>&, const float*,
-                                  float*, const float*, float*, float*) {}
+                                  float*, const float*, float*, float*, uint16_t*) {}
 #endif
 
 }  // namespace

@@ -34,8 +34,9 @@ using OptTensor = std::optional<Tensor>;
   X(Tensor, x) X(Tensor, h0) X(Tensor, c0) CELLSTATE_LSTM_PARAMS(X) CELLSTATE_STEP_NOISE(X) \
   X(OptTensor, lengths)
 // Forward results (in this order): output (T, B, P), h_n (B, P), c_n (B, H), records
-// (5, T, B, H) and what backward reads: gates (T, B, G), cells (T, B, H), c_states (T, B, H),
-// ln_hw (T, B, G), ln_stats (T, B, 5). An absent result is an empty tensor.
+// (5, T, B, H) and what backward reads: gates (T, B, G; bfloat16 with bfloat16 matrices),
+// cells (T, B, H), c_states (T, B, H), ln_hw (T, B, G), ln_stats (T, B, 5). An absent result is
+// an empty tensor.
 #define CELLSTATE_LSTM_FORWARD(X) \
   CELLSTATE_LSTM_INPUTS(X) X(bool, forget_gate) X(bool, return_states) X(bool, save)
 // Backward results: the gradients of x, h0, c0 and of each of CELLSTATE_LSTM_PARAMS, in order

@@ -9,7 +9,8 @@
 // once per call (see PackedWeight), and the backward's whole-sequence GEMMs (weight gradients,
 // input gradient) use BLAS threads.
 //
-// Saved for backward (forward with save=true): the activated gates (T, B, G), the cell before
+// Saved for backward (forward with save=true): the activated gates (T, B, G; in bfloat16 with
+// bfloat16 products, as oneDNN's bfloat16 LSTM saves them), the cell before
 // zoneout c~_t (T, B, H), the cell state after zoneout (only with zoneout on c), and for layer
 // norm the normalised W_hh h (T, B, G) and per-row statistics (T, B, 5). h_{t-1} is the
 // output itself. The backward runs in chunks of steps so that its gradient buffers stay small
@@ -96,10 +97,11 @@ Tensor as_dtype(const Tensor& t, at::ScalarType dtype) {
 }
 
 // keep_x: x (and for backward the output) too stays bfloat16 (the kernel with bfloat16 matrices
-// reads them as they are, or makes the float32 copies it needs).
+// reads them as they are, or makes the float32 copies it needs). The matrices and the saved
+// gates (bfloat16 with bfloat16 matrices only) always stay as they are.
 #define CELLSTATE_TO_FLOAT(type, name)                                                    \
   if (std::string_view(#name) != "w_ih" && std::string_view(#name) != "w_hh" &&           \
-      std::string_view(#name) != "w_hr" &&                                                \
+      std::string_view(#name) != "w_hr" && std::string_view(#name) != "gates" &&          \
       ((std::string_view(#name) != "x" && std::string_view(#name) != "output") || !keep_x)) { \
     to_float(a.name);                                                                     \
   }
@@ -208,7 +210,10 @@ std::vector<Tensor> lstm_backward_run(const LSTMBackwardArgs& a) {
   LSTMTensors p = lstm_tensors(a);
   const bool bf16 = bf16_products(a.x, p);
   if (bf16) matrices_to_float(p, true);
-  check_inputs(a.x, {&a.h0, &a.c0, &p.w_ih, &p.w_hh, &a.gates, &a.cells}, bf16);
+  check_inputs(a.x, {&a.h0, &a.c0, &p.w_ih, &p.w_hh, &a.cells}, bf16);
+  TORCH_CHECK(a.gates.scalar_type() == (bf16 ? at::kBFloat16 : a.x.scalar_type()),
+              "cellstate cpu kernel: gates must be ", bf16 ? "bfloat16" : "x's dtype",
+              " (as the forward saved them), got ", a.gates.scalar_type());
   TORCH_CHECK(a.output.scalar_type() == a.x.scalar_type(),
               "cellstate cpu kernel: output must have x's dtype ", a.x.scalar_type(), ", got ",
               a.output.scalar_type());

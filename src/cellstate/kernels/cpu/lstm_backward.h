@@ -65,7 +65,8 @@ struct LSTMBackward {
   const T* h0 = nullptr;        // (B, P)
   const T* c0 = nullptr;        // (B, H)
   const T* output = nullptr;    // (T, B, P): h_t, so h_{t-1} of the next step
-  const T* gates = nullptr;     // (T, B, G) activated
+  const T* gates = nullptr;     // (T, B, G) activated, or null with gates16
+  const uint16_t* gates16 = nullptr;  // (T, B, G) activated, in bfloat16 (bfloat16 products)
   const T* cells = nullptr;     // (T, B, H) c~_t
   const T* c_states = nullptr;  // (T, B, H) c_t after zoneout, or null (then c_t = c~_t)
   const T* ln_hw = nullptr;     // (T, B, G) normalised W_hh h, or null
@@ -94,6 +95,7 @@ struct LSTMBackward {
   T* chat = nullptr;        // (B, H): LN_c's xhat
   T* shown = nullptr;       // (B, H): LN_c(c)
   T* xw_row = nullptr;      // (B, G): as xw, per row (row_input_grads)
+  T* gates_step = nullptr;  // (B, G): gates16's rows in float32, or null
   const T* ones = nullptr;  // (K B)
   // bfloat16 bits (see the top), or all null: d a per chunk (K, B, G), x (T, B, D), the output
   // (T, B, P), h0 (B, P) and W_ih (G, D)
@@ -169,6 +171,12 @@ struct LSTMBackward {
     }
     const int64_t row = t * B + b;
     const T* a = gates + row * G;
+    if constexpr (std::is_same_v<T, float>) {
+      if (gates16) {  // widened while the row is in cache: the same values in float32
+        gates_from_bf16(s, gates16 + row * G, gates_step + b * G);
+        a = gates_step + b * G;
+      }
+    }
     const T* c_new = cells + row * H;
     const T* c_prev = t == 0       ? c0 + b * H
                       : c_states ? c_states + (row - B) * H
@@ -337,6 +345,9 @@ std::vector<Tensor> lstm_backward_impl(
   const Tensor output = rounded_once ? x : output16;
   const Tensor h0 = h0_.contiguous(), c0 = c0_.contiguous();
   const Tensor gates = gates_.contiguous(), cells = cells_.contiguous();
+  const bool gates_bf16 = gates.scalar_type() == at::kBFloat16;
+  TORCH_CHECK(!gates_bf16 || bf16,
+              "cellstate cpu kernel: bfloat16 gates come with bfloat16 products only");
   const bool proj = q.w_hr != nullptr;
   const Zoneout<T> zh(zoneout_h, B, P), zc(zoneout_c, B, H);
   const OptTensor mask_c = contiguous(mask_);
@@ -380,6 +391,7 @@ std::vector<Tensor> lstm_backward_impl(
   Tensor chat = q.ln_c_w ? empty_like_shape(x, {B, H}) : none_tensor(x);
   Tensor shown = q.ln_c_w ? empty_like_shape(x, {B, H}) : none_tensor(x);
   Tensor xw_row = row_input_grads && q.ln_ih ? empty_like_shape(x, {B, G}) : none_tensor(x);
+  Tensor gates_step = gates_bf16 ? empty_like_shape(x, {B, G}) : none_tensor(x);
   const bool need_w_ih_t = row_input_grads || q.ln_ih;
   const Tensor w_ih_t = need_w_ih_t ? tensors.w_ih.t().contiguous() : Tensor();
 
@@ -400,7 +412,9 @@ std::vector<Tensor> lstm_backward_impl(
   backward.h0 = h0.data_ptr<T>();
   backward.c0 = c0.data_ptr<T>();
   backward.output = rounded_once ? nullptr : output.data_ptr<T>();
-  backward.gates = gates.data_ptr<T>();
+  backward.gates = gates_bf16 ? nullptr : gates.data_ptr<T>();
+  backward.gates16 = gates_bf16 ? bf16_bits(gates) : nullptr;
+  backward.gates_step = gates_bf16 ? gates_step.data_ptr<T>() : nullptr;
   backward.cells = cells.data_ptr<T>();
   backward.c_states = ptr<T>(c_states_c);
   backward.ln_hw = ptr<T>(ln_hw_c);

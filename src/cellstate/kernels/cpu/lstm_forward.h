@@ -63,6 +63,8 @@ struct LSTMForward {
   const T* x;              // (T, B, D), or null with x16
   const uint16_t* x16;     // (T, B, D) x in bfloat16 (stacked bfloat16 panels only), or null
   T* gates;                // (T or 1, B, G): pre-activations, then activated gates
+  uint16_t* gates16;       // (T, B, G): the activated gates in bfloat16 (save with bfloat16
+                           // products; gates is then one step), or null
   T* cells;                // (T or 1, B, H): c~_t, the cell before zoneout
   T* c_states;             // (T, B, H): c_t after zoneout (save, zoneout on c), or null
   T* ln_hw;                // (T or 1, B, G): normalised W_hh h, or null
@@ -79,7 +81,9 @@ struct LSTMForward {
 
   // Saved tensors are indexed by step; their single-step scratch versions by step 0.
   int64_t at_step(int64_t t) const { return save ? t : 0; }
-  T* gates_row(int64_t t, int64_t b) const { return gates + (at_step(t) * s.B + b) * s.G; }
+  T* gates_row(int64_t t, int64_t b) const {
+    return gates + ((gates16 ? 0 : at_step(t)) * s.B + b) * s.G;
+  }
   T* stats_row(int64_t t, int64_t b) const { return stats + (at_step(t) * s.B + b) * kStats; }
 
   template <typename Rows>
@@ -156,18 +160,25 @@ struct LSTMForward {
     T* hh_b = hh + b * H;
     if (!valid(lengths, t, b)) {
       std::fill(hh_b, hh_b + H, T(0));  // keeps the projection GEMM finite
+      if (gates16) std::fill_n(gates16 + (t * s.B + b) * s.G, s.G, uint16_t(0));
       return;
     }
     T* a = gates_row(t, b);
     T* c_new = cells + (at_step(t) * s.B + b) * H;
+    uint16_t* saved = gates16 ? gates16 + (t * s.B + b) * s.G : nullptr;
     if constexpr (std::is_same_v<T, float>) {
-      if (bf16_cell) {  // and hh in the same pass, without layer norm on c
+      if (bf16_cell) {  // and hh (without layer norm on c) and the saved gates in the same pass
         cell_forward_row_bf16<FG, PEEP>(s, q, bias, a, c + b * H, c_new,
-                                        q.ln_c_w ? nullptr : hh_b);
+                                        q.ln_c_w ? nullptr : hh_b, saved);
         if (!q.ln_c_w) return;
       }
     }
-    if (!bf16_cell) cell_forward_row<T, FG, PEEP>(s, q, bias, a, c + b * H, c_new);
+    if (!bf16_cell) {
+      cell_forward_row<T, FG, PEEP>(s, q, bias, a, c + b * H, c_new);
+      if constexpr (std::is_same_v<T, float>) {
+        if (saved) gates_to_bf16(s, a, saved);
+      }
+    }
     const T* o = a + s.go();
     if (q.ln_c_w) {
       const RowNorm<T> norm = row_norm(c_new, H);
@@ -280,8 +291,13 @@ std::vector<Tensor> lstm_forward_impl(const Tensor& x_, const Tensor& h0, const 
   Tensor h_n = h0.contiguous().clone();  // (B, P): the running state, updated in place
   Tensor c_n = c0.contiguous().clone();  // (B, H)
   // Every step's gates, cells and statistics with save (backward needs them), else one reused,
-  // cache-resident step.
-  Tensor gates = saved_empty(like, {save ? T_ : 1, B, G});
+  // cache-resident step. With bfloat16 products the saved gates are bfloat16 (as oneDNN's
+  // bfloat16 LSTM keeps them; bf16_cell.h: gates_to_bf16), rounded from one cache-resident
+  // float32 step: half the bytes written here and read by backward.
+  const bool gates_bf16 = save && bf16;
+  const Tensor like16 = at::empty({0}, like.options().dtype(at::kBFloat16));
+  Tensor gates = saved_empty(like, {save && !gates_bf16 ? T_ : 1, B, G});
+  Tensor gates16 = gates_bf16 ? saved_empty(like16, {T_, B, G}) : none_tensor(like);
   Tensor cells = save ? saved_empty(like, {T_, B, H}) : empty_like_shape(like, {B, H});
   Tensor c_states = save && zc ? saved_empty(like, {T_, B, H}) : none_tensor(like);
   Tensor ln_hw = q.ln_hh ? saved_empty(like, {save ? T_ : 1, B, G}) : none_tensor(like);
@@ -319,6 +335,7 @@ std::vector<Tensor> lstm_forward_impl(const Tensor& x_, const Tensor& h0, const 
       x_bf16 && stacked ? nullptr : x.data_ptr<T>(),
       x_bf16 && stacked ? bf16_bits(x) : nullptr,
       gates.data_ptr<T>(),
+      gates_bf16 ? bf16_bits(gates16) : nullptr,
       cells.data_ptr<T>(),
       save && zc ? c_states.data_ptr<T>() : nullptr,
       q.ln_hh ? ln_hw.data_ptr<T>() : nullptr,
@@ -336,8 +353,9 @@ std::vector<Tensor> lstm_forward_impl(const Tensor& x_, const Tensor& h0, const 
       for (int64_t t = 0; t < T_; ++t) forward.step(t, b0, b1, rows);
     });
   });
+  if (gates_bf16) gates = gates16;
   if (!save) {
-    gates = none_tensor(like);
+    gates = none_tensor(bf16 ? like16 : like);  // the saved gates' dtype (ops.py: LSTM)
     cells = none_tensor(like);
     ln_hw = none_tensor(like);
     ln_stats = none_tensor(like);

@@ -174,7 +174,8 @@ def _grads_fake(op: OpDescription, args) -> tuple[Tensor, ...]:
 def _define(name: str, op: OpDescription, raw_forward, raw_backward, dims):
     """The custom ops ``cellstate::<name>_forward`` and ``cellstate::<name>_backward`` over the
     C++ entry points (raw_forward, raw_backward), their schemas and fakes from ``op``; the fake
-    forward allocates the shapes of ``op.outputs`` at dims(named arguments)."""
+    forward allocates the shapes of ``op.outputs`` at dims(named arguments), in x's dtype (w_hh's
+    for a ``low`` one)."""
     forward = torch.library.custom_op(
         f"cellstate::{name}_forward", raw_forward, mutates_args=(), schema=op.forward_schema()
     )
@@ -185,7 +186,10 @@ def _define(name: str, op: OpDescription, raw_forward, raw_backward, dims):
     @forward.register_fake
     def _forward_fake(*args):
         a = dict(zip(op.input_names, args, strict=True))
-        return tuple(a["x"].new_empty(shape) for shape in op.shapes(dims(a)))
+        return tuple(
+            a["w_hh" if o.low else "x"].new_empty(shape)
+            for o, shape in zip(op.outputs, op.shapes(dims(a)), strict=True)
+        )
 
     backward.register_fake(lambda *args: _grads_fake(op, args))
     return forward, backward
@@ -236,7 +240,8 @@ LSTM = OpDescription(
         Out("h_n", lambda d: (d.B, d.P), grad=True, saved=False),
         Out("c_n", lambda d: (d.B, d.H), grad=True, saved=False),
         Out("records", lambda d: (5, d.T, d.B, d.H) if d.records else None, grad=True, saved=False),
-        Out("gates", lambda d: (d.T, d.B, d.G) if d.save else None),  # activated i, f, g, o
+        # activated i, f, g, o (in bfloat16 with bfloat16 matrices: bfloat16 products)
+        Out("gates", lambda d: (d.T, d.B, d.G) if d.save else None, low=True),
         Out("cells", lambda d: (d.T, d.B, d.H) if d.save else None),  # c~ before zoneout
         Out("c_states", lambda d: (d.T, d.B, d.H) if d.save and d.zoneout_c else None),
         Out("ln_hw", lambda d: (d.T, d.B, d.G) if d.save and d.ln_hh else None),  # LN(W_hh h)
@@ -311,6 +316,13 @@ class _EagerLSTMForward(torch.autograd.Function):
         return _lstm_backward(ctx, *grads, kernel=_raw_lstm_backward)
 
 
+# _EagerLSTMForward.apply without Function.apply's Python wrapper, which on every call binds the
+# 28 arguments through inspect.signature (for keyword arguments: none are passed here) and
+# unwraps torch.func's dead wrappers (torch.func calls run the reference: unsupported()), ~30 us
+# of a training call. The C++ apply it then calls is this one.
+_eager_lstm_apply = super(torch.autograd.Function, _EagerLSTMForward).apply
+
+
 def _needs_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -357,7 +369,7 @@ def lstm_layer(
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
         run = lstm_forward
     else:
-        run = _EagerLSTMForward.apply if save else _raw_lstm_forward
+        run = _eager_lstm_apply if save else _raw_lstm_forward
     masks = [getattr(noise, n) for n in NOISE]
     output, h_n, c_n, records, *_ = run(
         x, h0, c0, *params, *masks, lengths, p.forget_gate, return_states, save
