@@ -136,7 +136,17 @@ def test_differences_ignore_the_budget():
     b = RunConfig(training=TrainingConfig(max_sequences=900, checkpoint_every=30))
     assert a.differences(b) == []
     c = RunConfig(model=ModelConfig(hidden=8), training=TrainingConfig(lr=0.5))
-    assert a.differences(c) == ["model.hidden", "training.lr"]
+    assert a.differences(c) == ["model.hidden", "training.lr", "training.lr_min"]  # lr * decay**2
+
+
+def test_lr_min_defaults_to_two_cuts_and_is_checked():
+    assert RunConfig(TaskConfig("copy", 100)).training.lr_min == 0.01 * 0.3**2
+    assert RunConfig(training=TrainingConfig(lr=0.02)).training.lr_min == 0.02  # no decay
+    assert RunConfig(training=TrainingConfig(lr_min=0.0)).training.lr_min == 0.0
+    with pytest.raises(ValueError, match="training.lr_min"):
+        TrainingConfig(lr_min=-1.0)
+    with pytest.raises(ValueError, match=r"lr_min must be at most the lr \(0.01\); got 0.1"):
+        RunConfig(training=TrainingConfig(lr_min=0.1))
 
 
 def test_default_test_set_is_the_one_the_papers_criterion_uses():

@@ -71,9 +71,16 @@ def test_scheduled_lr():
     assert scheduled_lr(0.01, 0.3, 0) == 0.01
     assert scheduled_lr(0.01, 0.3, 2) == pytest.approx(0.0009)
     assert scheduled_lr(0.01, 1.0, 5) == 0.01
+    assert scheduled_lr(0.01, 0.3, 3, floor=0.001) == 0.001
+    # The default floor, two cuts, is the second cut's own float: runs that never cut more than
+    # twice (copy T = 100) set the same lr as before the floor existed.
+    floor = RunConfig(TaskConfig("copy", 100)).training.lr_min
+    assert scheduled_lr(0.01, 0.3, 2, floor) == scheduled_lr(0.01, 0.3, 2) == floor
 
 
-def _config(max_sequences: int, lr_decay: float = 0.5, lr_patience: int = 1) -> RunConfig:
+def _config(
+    max_sequences: int, lr_decay: float = 0.5, lr_patience: int = 1, lr_min: float | None = 0.0
+) -> RunConfig:
     return RunConfig(
         TaskConfig("adding", 11),
         ModelConfig(hidden=4),
@@ -85,6 +92,7 @@ def _config(max_sequences: int, lr_decay: float = 0.5, lr_patience: int = 1) -> 
             test_size=64,
             lr_decay=lr_decay,
             lr_patience=lr_patience,
+            lr_min=lr_min,
             max_sequences=max_sequences,
         ),
     )
@@ -110,6 +118,33 @@ def test_the_trainer_cuts_the_lr_and_a_resume_continues_the_schedule(tmp_path):
     assert constant.params_sha256 != whole.params_sha256
     with pytest.raises(ResumeError, match="training.lr_decay"):
         Trainer(_config(960, lr_decay=1.0), tmp_path / "split", resume=True, progress=False)
+
+
+def test_the_cuts_end_at_the_floor(tmp_path):
+    # The scenario above with the default floor, lr * decay**2: without it the lr goes on halving
+    # (the test above); with it, two cuts and the lr stays at 0.025 to the end.
+    Trainer(_config(640, lr_min=None), tmp_path, progress=False).run()
+    lrs = _lrs(tmp_path)
+    assert sorted(set(lrs), reverse=True) == [0.1, 0.05, 0.1 * 0.5**2] and lrs[-1] == 0.025
+    assert (
+        torch.load(tmp_path / "checkpoint.pt", weights_only=False)["counters"]["plateau"]["cuts"]
+        == 2
+    )
+
+
+def test_a_run_cut_below_the_floor_before_it_existed_resumes_at_the_floor(tmp_path):
+    # As copy T = 1000's runs were left (RESULTS.md): cut 38 times to lr ~1e-22, a config.json
+    # without lr_min. Resumed, the run steps at the floor and cuts no more.
+    Trainer(_config(320), tmp_path, progress=False).run()
+    path = tmp_path / "checkpoint.pt"
+    state = torch.load(path, weights_only=False)
+    state["counters"]["plateau"]["cuts"] = 38
+    for group in state["optimizer"]["param_groups"]:
+        group["lr"] = 0.1 * 0.5**38
+    del state["config"]["training"]["lr_min"]
+    torch.save(state, path)
+    Trainer(_config(640, lr_min=None), tmp_path, resume=True, progress=False).run()
+    assert set(_lrs(tmp_path)[-10:]) == {0.025}  # 320 .. 640: evaluations every 32
 
 
 def test_a_checkpoint_from_before_lr_decay_resumes_at_a_constant_lr(tmp_path):

@@ -105,6 +105,11 @@ TRAINING_FLAGS = (
         shown=_with_task_defaults("lr_decay", DEFAULT_LR_DECAY),
     ),
     Flag("lr_patience", "evaluations without progress before the lr is cut (see --lr-decay)"),
+    Flag(
+        "lr_min",
+        "the floor of --lr-decay's cuts, where they end",
+        shown="lr * lr_decay**2, two cuts",
+    ),
     Flag("momentum", "SGD momentum (optimizer sgd only)"),
     Flag(
         "adam_beta2",

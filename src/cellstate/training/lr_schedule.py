@@ -13,8 +13,11 @@ symbol error while the lr was cut at every second evaluation, to 2.2e-6 (RESULTS
 At a cut the best becomes the loss cut at, so that progress after it is measured from there:
 measured against the best before a spike (copy T = 1000 at 640,000), every evaluation of the
 recovery was a stall and the lr was cut at every second one, 0.01 -> 8.1e-5 (RESULTS.md).
-After k cuts the lr is lr * decay**k, computed from k so that a resumed run sets the same float.
-The state is four numbers, carried in the trainer's checkpoint.
+After k cuts the lr is lr * decay**k, computed from k so that a resumed run sets the same float,
+and never below a floor (the trainer's lr_min), where the cuts end: without one, once the test
+loss flattens the lr is cut at every `patience`-th evaluation, without end (copy at T = 1000 sat
+at lr ~1e-22 for 600,000 sequences: RESULTS.md). The state is four numbers, carried in the
+trainer's checkpoint.
 
 Example (patience 2, decay 0.3): test losses 0.20, 0.15, 0.149, 0.150 -> the lr is cut once, at
 the fourth evaluation (0.149 and 0.150 are not 1% below 0.15); the lr is then 0.3 lr.
@@ -60,6 +63,6 @@ class Plateau:
         return True
 
 
-def scheduled_lr(lr: float, decay: float, cuts: int) -> float:
-    """The step after `cuts` cuts: lr * decay**cuts."""
-    return lr * decay**cuts
+def scheduled_lr(lr: float, decay: float, cuts: int, floor: float = 0.0) -> float:
+    """The step after `cuts` cuts: lr * decay**cuts, at least `floor`."""
+    return max(lr * decay**cuts, floor)

@@ -352,11 +352,20 @@ class Trainer:
         return line
 
     def _decay_lr(self, test_loss: float) -> None:
-        """Reduce-on-plateau (training/lr_schedule.py), where lr_decay < 1."""
+        """Reduce-on-plateau (training/lr_schedule.py), where lr_decay < 1, down to lr_min."""
         t, plateau = self.config.training, self.counters.plateau
-        if t.lr_decay < 1 and plateau.update(test_loss, t.lr_patience, self.task.baseline_loss):
-            for group in self.optimizer.param_groups:
-                group["lr"] = scheduled_lr(t.lr, t.lr_decay, plateau.cuts)
+        if t.lr_decay == 1 or self._scheduled_lr() <= t.lr_min:
+            return  # a constant lr, or at the floor: no more cuts
+        if plateau.update(test_loss, t.lr_patience, self.task.baseline_loss):
+            self._set_scheduled_lr()
+
+    def _scheduled_lr(self) -> float:
+        t = self.config.training
+        return scheduled_lr(t.lr, t.lr_decay, self.counters.plateau.cuts, t.lr_min)
+
+    def _set_scheduled_lr(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._scheduled_lr()
 
     # ---------------------------------------------------------------- results and checkpoints
 
@@ -426,6 +435,9 @@ class Trainer:
         window = _Window(**counters.pop("window"))
         plateau = Plateau(**counters.pop("plateau", {}))  # absent: written before lr decay
         self.counters = _Counters(**counters, window=window, plateau=plateau)
+        # The schedule's lr, not the saved one: the same float for a run under today's rule, and
+        # the floor for one cut below it before the floor existed.
+        self._set_scheduled_lr()
         if self.counters.stopped == "budget":  # a larger budget continues the run
             self.counters.stopped = None
         if self.world.is_main and self.counters.stopped is None:
