@@ -109,3 +109,29 @@ def test_hessian_matches_double_backward_through_the_kernel(module):
         return module(x)[0].pow(2).sum()
 
     torch.testing.assert_close(func.hessian(f)(x), torch.autograd.functional.hessian(f, x), **TOL)
+
+
+def test_tensors_escaping_a_finished_transform_run_on_the_kernel(module):
+    # A tensor captured inside func.grad and used after it is a dead wrapper with no storage;
+    # Function.apply and torch's ops read the tensor it wraps. Both the input (and state) and
+    # functional_call's parameters: the kernel crashed on either ("Cannot access data pointer").
+    x = torch.randn(T, B, D, dtype=F64)
+    h0 = torch.randn(module.num_layers * module.num_directions, B, H, dtype=F64)
+    state = h0 if isinstance(module, cellstate.RNN) else (h0[..., : module.proj_size or H], h0)
+    captured = {}
+
+    def loss(params, x, h0):
+        captured.update(params, x=x, h0=h0)
+        return _loss(module, params, x)
+
+    func.grad(loss)({n: p.detach() for n, p in module.named_parameters()}, x, h0)
+    dead_x, dead_h0 = captured.pop("x"), captured.pop("h0")
+    assert torch._C._functorch.is_functorch_wrapped_tensor(dead_x)
+    dead_state = dead_h0 if isinstance(module, cellstate.RNN) else (state[0], dead_h0)
+    with torch.no_grad():
+        expected = module(x, state)
+    for got in (
+        module(dead_x, dead_state),
+        func.functional_call(module, captured, (x, state)),
+    ):
+        torch.testing.assert_close(got[0], expected[0], **TOL)

@@ -194,7 +194,7 @@ class RecurrentBase(nn.Module):
         if isinstance(input, PackedSequence):
             self._check_input(input.data, expected_dim=2)
             x, lengths = pad_packed_sequence(input)  # (T, B, D), caller's batch order
-            return self._autocast(x), lengths, Layout(input, False, True)
+            return self._autocast(_live(x)), lengths, Layout(input, False, True)
         if not isinstance(input, Tensor):
             raise TypeError(
                 f"{self._name}: input must be a Tensor or a PackedSequence, "
@@ -212,7 +212,7 @@ class RecurrentBase(nn.Module):
         self._check_input(x, expected_dim=3)
         if self.batch_first:
             x = x.transpose(0, 1)  # (T, B, D)
-        return self._autocast(x), None, Layout(None, self.batch_first, batched)
+        return self._autocast(_live(x)), None, Layout(None, self.batch_first, batched)
 
     @staticmethod
     def _autocast(t: Tensor | None) -> Tensor | None:
@@ -248,7 +248,7 @@ class RecurrentBase(nn.Module):
         expected = (self.num_layers * self.num_directions, B, size)
         if state is None:
             return x.new_zeros(expected)
-        state = self._autocast(state)
+        state = self._autocast(_live(state))
         if not layout.batched:
             state = state.unsqueeze(1)
         if tuple(state.shape) != expected:
@@ -326,6 +326,12 @@ class RecurrentBase(nn.Module):
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
         return s
+
+
+def _live(t: Tensor) -> Tensor:
+    """t, or the tensor it wraps where t escaped a finished torch.func transform (a dead wrapper,
+    which the C++ kernel cannot read), as torch.autograd.Function.apply passes such tensors on."""
+    return torch._C._functorch.unwrap_if_dead(t)
 
 
 def _autocast_enabled(device_type: str) -> bool:

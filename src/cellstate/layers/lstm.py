@@ -13,7 +13,7 @@ from cellstate.kernels import dispatch
 from cellstate.kernels.masks import bernoulli_mask
 from cellstate.kernels.params import LSTMLayerParams, StepNoise
 from cellstate.kernels.records import LSTM_STATE_NAMES
-from cellstate.layers.base import RecurrentBase, _autocast_enabled
+from cellstate.layers.base import RecurrentBase, _autocast_enabled, _live
 from cellstate.layers.states import RecurrentStates
 
 INIT_SCHEMES = ("default", "chrono", "orthogonal")
@@ -259,7 +259,10 @@ class LSTM(RecurrentBase):
             return buffers.get(name)
 
         sfx = self._layer_suffix(layer, direction)
+        # (_live: a parameter passed in from a finished torch.func transform, e.g. captured in
+        # functional_call's dict, is a dead wrapper that the C++ kernel cannot read; ~2 us)
         tensors = [get(name + sfx) for name in PARAM_NAMES.values()]
+        tensors = [t if t is None else _live(t) for t in tensors]
         if _autocast_enabled(tensors[0].device.type):
             tensors = [self._autocast(t) for t in tensors]
         fields = dict(zip(PARAM_NAMES, tensors, strict=True))
