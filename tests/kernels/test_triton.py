@@ -6,6 +6,10 @@ gradcheck of the driver, bit-identical gradients run to run, the custom ops' reg
 runs each kernel launch in numpy (a few ms each)."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -302,3 +306,23 @@ def test_auto_without_triton_warns_once_and_triton_raises(monkeypatch):
     with pytest.raises(RuntimeError, match=r"backend='triton'.*triton is not installed \(test\)"):
         dispatch.select("triton", x)
     assert missing in dispatch.backend_status()["triton"]
+
+
+def test_interpreter_asked_for_after_triton_was_imported_raises_naming_the_order():
+    """Triton makes its own @jit functions (tl.sum among them) interpreted or compiled when it is
+    imported: with TRITON_INTERPRET=1 set after `import triton` the interpreter failed inside the
+    kernel ("Cannot call @triton.jit'd outside of the scope of a kernel"); now the call says why
+    and what to do."""
+    code = (
+        "import os, torch, triton.language, cellstate\n"
+        "os.environ['TRITON_INTERPRET'] = '1'\n"
+        "try:\n"
+        "    cellstate.LSTM(2, 3, backend='triton')(torch.randn(4, 1, 2))\n"
+        "except RuntimeError as error:\n"
+        "    print(error)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2] / "src")
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "backend='triton'" in run.stdout and "set after triton was imported" in run.stdout

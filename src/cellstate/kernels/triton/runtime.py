@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 
 import torch
 from torch import Tensor
@@ -29,6 +30,13 @@ def _triton_missing() -> str | None:
 TRITON_MISSING = _triton_missing()  # why triton cannot be imported, or None
 
 
+def _triton_imported_compiled() -> bool:
+    """Whether triton.language was imported without TRITON_INTERPRET=1 (Triton makes its @jit
+    functions interpreted or compiled once, at decoration); False where it is not imported."""
+    language = sys.modules.get("triton.language")
+    return language is not None and type(language.sum).__name__ != "InterpretedFunction"
+
+
 def unsupported(x: Tensor) -> str | None:
     """Why the Triton backend cannot run on x (triton, device, dtype), or None."""
     if TRITON_MISSING:
@@ -43,6 +51,13 @@ def unsupported(x: Tensor) -> str | None:
             return (
                 "TRITON_INTERPRET=1 was set after the triton kernels were compiled for the GPU; "
                 "set it before the first call"
+            )
+        if _triton_imported_compiled():
+            return (
+                "TRITON_INTERPRET=1 was set after triton was imported (its own functions, "
+                "tl.sum among them, were made for the GPU, and the interpreter fails on them); "
+                "set it before anything imports triton (torch._inductor and "
+                "torch.testing._internal do)"
             )
         if x.dtype not in (*GPU_DTYPES, torch.float64):
             return f"the triton backend runs floating-point tensors; got {x.dtype}"
