@@ -80,7 +80,7 @@ struct LSTMBackward {
   T* dh = nullptr;  // (B, P)
   T* dc = nullptr;  // (B, H)
   // Per chunk of K steps
-  T* dA = nullptr;   // (K, B, G): d pre-activations (after layer norm)
+  T* dA = nullptr;   // (K, B, G): d pre-activations (after layer norm); (1, B, G) with dA16
   T* dHW = nullptr;  // (K, B, G): d (W_hh h); dA itself without the recurrent layer norm
   T* dHn = nullptr;  // (K, B, P): d h~ (projected), or null
   T* HH = nullptr;   // (K, B, H): o tanh(c), with a projection (for dW_hr)
@@ -161,8 +161,9 @@ struct LSTMBackward {
   template <bool FG, bool PEEP>
   [[gnu::always_inline]] void cell_row(int64_t t, int64_t k, int64_t b) const {
     const int64_t B = s.B, G = s.G, H = s.H;
-    T* da = dA + (k * B + b) * G;
-    T* dhw = dHW + (k * B + b) * G;
+    const int64_t da_row = ((dA16 ? 0 : k) * B + b) * G;  // dA16: dA is one step
+    T* da = dA + da_row;
+    T* dhw = dHW + da_row;
     T* hh = q.w_hr ? HH + (k * B + b) * H : hh_scratch + b * H;
     if (!valid(lengths, t, b)) {
       std::fill(da, da + G, T(0));
@@ -380,7 +381,8 @@ std::vector<Tensor> lstm_backward_impl(
 
   const int64_t K = rounded_once ? chunk_steps(T_, B, G, 1024) : chunk_steps(T_, B, G);
   // From the saved tensors' pool (kept for the next training step, no fresh pages: runtime.h)
-  Tensor dA = saved_empty(x, {K, B, G});
+  // (rounded_once: d a is read only in bfloat16 after its row is rounded, so one step of it)
+  Tensor dA = saved_empty(x, {rounded_once ? 1 : K, B, G});
   Tensor dA16 = rounded_once ? saved_empty(x16, {K, B, G}) : none_tensor(x);
   const Tensor h0_16 = rounded_once ? h0.to(at::kBFloat16) : none_tensor(x);
   const Tensor w_ih16 = rounded_once ? tensors.w_ih.to(at::kBFloat16) : none_tensor(x);
