@@ -104,7 +104,7 @@ class SavedMemory {
 Tensor saved_empty(const Tensor& like, at::IntArrayRef shape) {
   constexpr size_t kPage = SavedMemory::kHugePage;
   const size_t bytes = size_t(c10::multiply_integers(shape)) * like.element_size();
-  if (bytes < kPage / 2) return at::empty(shape, like.options());
+  if (bytes < 4 * kPage) return at::empty(shape, like.options());
   const size_t rounded = (bytes + kPage - 1) / kPage * kPage;
   void* data = SavedMemory::take(rounded);
   if (data == nullptr) return at::empty(shape, like.options());
