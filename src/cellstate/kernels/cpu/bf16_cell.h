@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "bf16_round.h"
 #include "gemm.h"
 #include "lstm_cell.h"
 
@@ -124,33 +125,26 @@ inline __m512 tanh(__m512 x) {
     _mm512_castps_si512(t), _mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN), 0xD8));
 }
 
-// bf16_round on 16 lanes
-inline __m256i round_bf16(__m512 v) {
-  const __m512i bits = _mm512_castps_si512(v);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-  __m512i r = _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF)));
-  r = _mm512_srli_epi32(r, 16);
-  r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
-  return _mm512_cvtepi32_epi16(r);
-}
-
-// A sigmoid gate as gates_to_bf16 saves it: above 1/2 as -(1 - sigma)
-inline __m256i saved_sigmoid(__m512 sigma) {
+// A sigmoid gate as gates_to_bf16 saves it (before rounding): above 1/2 as -(1 - sigma)
+inline __m512 saved_sigmoid(__m512 sigma) {
   const __m512 complement = _mm512_xor_ps(_mm512_sub_ps(_mm512_set1_ps(1.0f), sigma),
                                           _mm512_set1_ps(-0.0f));
   const __mmask16 high = _mm512_cmp_ps_mask(sigma, _mm512_set1_ps(0.5f), _CMP_GT_OQ);
-  return round_bf16(_mm512_mask_blend_ps(high, sigma, complement));
+  return _mm512_mask_blend_ps(high, sigma, complement);
 }
 
 }  // namespace act512
 
 // cell_forward_row (same arguments, same results up to the reciprocals' error), and with hh
 // (not null) also hh = o tanh(c_new), with saved (not null) also the gates saved in bfloat16
-// as gates_to_bf16 does, in the same pass.
-template <bool FG, bool PEEP>
-inline void cell_forward_row_bf16(const LSTMShape& s, const LSTMParams<float>& q,
-                                  const float* bias, float* a, const float* c_prev, float* c_new,
-                                  float* hh, uint16_t* saved) {
+// as gates_to_bf16 does, in the same pass. The activated gates are stored back into a only
+// with keep_gates (records and layer norm on c read them there): a bfloat16 training forward
+// saves the bfloat16 ones. NATIVE: rounded by AVX512-BF16 (bf16_round.h).
+template <bool FG, bool PEEP, bool NATIVE>
+[[gnu::always_inline]] inline void cell_row_bf16(const LSTMShape& s, const LSTMParams<float>& q,
+                                                 const float* bias, float* a,
+                                                 const float* c_prev, float* c_new, float* hh,
+                                                 uint16_t* saved, bool keep_gates) {
   const int64_t H = s.H;
   float* ai = a + s.gi();
   float* af = a + s.gf();
@@ -164,6 +158,10 @@ inline void cell_forward_row_bf16(const LSTMShape& s, const LSTMParams<float>& q
     const __mmask16 k = H - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (H - j)) - 1);
     auto load = [&](const float* p) { return _mm512_maskz_loadu_ps(k, p + j); };
     auto store = [&](float* p, __m512 v) { _mm512_mask_storeu_ps(p + j, k, v); };
+    auto save = [&](int64_t gate, __m512 v) {
+      _mm256_mask_storeu_epi16(saved + gate + j, k,
+                               NATIVE ? bf16x16::native(v) : bf16x16::round(v));
+    };
     const __m512 cp = load(c_prev);
     __m512 pre_i = _mm512_add_ps(load(ai), load(bi));
     __m512 pre_o = _mm512_add_ps(load(ao), load(bo));
@@ -175,28 +173,39 @@ inline void cell_forward_row_bf16(const LSTMShape& s, const LSTMParams<float>& q
       __m512 pre_f = _mm512_add_ps(load(af), load(bf));
       if constexpr (PEEP) pre_f = _mm512_fmadd_ps(load(q.w_cf), cp, pre_f);
       const __m512 f = act512::sigmoid(pre_f);
-      store(af, f);
+      if (keep_gates) store(af, f);
+      if (saved) save(s.gf(), act512::saved_sigmoid(f));
       c = _mm512_fmadd_ps(f, cp, _mm512_mul_ps(i, g));
     } else {
       c = _mm512_fmadd_ps(i, g, cp);  // the constant error carousel of 1997
     }
     if constexpr (PEEP) pre_o = _mm512_fmadd_ps(load(q.w_co), c, pre_o);
     const __m512 o = act512::sigmoid(pre_o);
-    store(ai, i);
-    store(ag, g);
-    store(ao, o);
+    if (keep_gates) {
+      store(ai, i);
+      store(ag, g);
+      store(ao, o);
+    }
     store(c_new, c);
     if (hh) store(hh, _mm512_mul_ps(o, act512::tanh(c)));
     if (saved) {
-      auto save = [&](int64_t gate, __m256i bits) {
-        _mm256_mask_storeu_epi16(saved + gate + j, k, bits);
-      };
       save(s.gi(), act512::saved_sigmoid(i));
-      if constexpr (FG) save(s.gf(), act512::saved_sigmoid(_mm512_maskz_loadu_ps(k, af + j)));
-      save(s.gg(), act512::round_bf16(g));
+      save(s.gg(), g);
       save(s.go(), act512::saved_sigmoid(o));
     }
   }
+}
+
+// cell_row_bf16, its bfloat16 rounding on AVX512-BF16 with native (native_bf16())
+template <bool FG, bool PEEP>
+inline void cell_forward_row_bf16(const LSTMShape& s, const LSTMParams<float>& q,
+                                  const float* bias, float* a, const float* c_prev, float* c_new,
+                                  float* hh, uint16_t* saved, bool keep_gates, bool native) {
+  if (native) {
+    cell_row_bf16<FG, PEEP, true>(s, q, bias, a, c_prev, c_new, hh, saved, keep_gates);
+    return;
+  }
+  cell_row_bf16<FG, PEEP, false>(s, q, bias, a, c_prev, c_new, hh, saved, keep_gates);
 }
 
 // lstm_cell.h's gate_backward_row (same arguments, same results up to rounding) on AVX-512
@@ -269,7 +278,7 @@ inline void gate_backward_row_bf16(const LSTMShape&, const LSTMParams<float>&, c
 
 template <bool FG, bool PEEP>
 inline void cell_forward_row_bf16(const LSTMShape&, const LSTMParams<float>&, const float*,
-                                  float*, const float*, float*, float*, uint16_t*) {}
+                                  float*, const float*, float*, float*, uint16_t*, bool, bool) {}
 #endif
 
 }  // namespace

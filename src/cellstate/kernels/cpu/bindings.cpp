@@ -89,4 +89,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("bf16_product_counts", &bf16_product_counts);
   m.def("bf16_product_support", &bf16_product_support);
   m.def("bf16_cell_activations", &bf16_cell_activations);
+  m.def("set_native_bf16", &set_native_bf16);
+  m.def("bf16_round_bits", &bf16_round_bits);
 }

@@ -91,5 +91,11 @@ std::vector<bool> bf16_product_support();
 // sigmoid(x) and tanh(x) of a float32 tensor by bf16_cell.h's vectorised math (the gate math of
 // bfloat16 runs), for tests to compare with exact values; an error in builds without it.
 std::vector<Tensor> bf16_cell_activations(const Tensor& x);
+// Whether the bfloat16 rounding may run on AVX512-BF16 (bf16_round.h; on by default where this
+// build and CPU have it; an error where not): returns the previous setting. For tests.
+bool set_native_bf16(bool on);
+// A float32 tensor rounded to bfloat16 as the kernel rounds (its bits, int16): by AVX512-BF16
+// (native; an error where not supported), else by bf16_round.h's AVX-512F form. For tests.
+Tensor bf16_round_bits(const Tensor& x, bool native);
 
 Tensor bernoulli_mask(int64_t seed, std::vector<int64_t> shape, double p, at::ScalarType dtype);

@@ -19,6 +19,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "bf16_round.h"
+
 using at::Tensor;
 
 extern "C" {
@@ -171,34 +173,6 @@ bool bf16_brgemm_works() {
 #else
   return false;
 #endif
-}
-
-// v rounded to bfloat16 (to nearest even; NaN stays NaN) as its bit pattern: what
-// at::BFloat16(float) gives, branch-free so that g++ vectorises loops of it (c10's conversion
-// does not).
-inline uint16_t bf16_round(float v) {
-  uint32_t bits;
-  std::memcpy(&bits, &v, sizeof bits);
-  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
-  return (bits & 0x7FFFFFFFu) > 0x7F800000u ? uint16_t(0x7FC0) : uint16_t(rounded);
-}
-
-// n floats rounded to bfloat16 (bf16_round)
-inline void round_to_bf16(const float* __restrict in, int64_t n, uint16_t* __restrict out) {
-  for (int64_t i = 0; i < n; ++i) out[i] = bf16_round(in[i]);
-}
-
-// n bfloat16 values (bits) as floats, exactly (the bits shifted into the high half).
-inline void widen_bf16(const uint16_t* __restrict in, int64_t n, float* __restrict out) {
-  for (int64_t i = 0; i < n; ++i) {
-    const uint32_t bits = uint32_t(in[i]) << 16;
-    std::memcpy(out + i, &bits, sizeof bits);
-  }
-}
-
-// n bfloat16 values (bits) as they are: rows of A that are bfloat16 already (the input x).
-inline void round_to_bf16(const uint16_t* __restrict in, int64_t n, uint16_t* __restrict out) {
-  std::memcpy(out, in, size_t(n) * sizeof(uint16_t));
 }
 
 // How many weights were packed for bfloat16 per-step products, and how many whole-sequence

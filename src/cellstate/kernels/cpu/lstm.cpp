@@ -20,6 +20,7 @@
 // inline into the step loops; the headers hold them by concern:
 //   activations.h  sigmoid and tanh
 //   gemm.h         gemm() by shape, and PackedWeight (weights packed for the per-step GEMMs)
+//   bf16_round.h   float32 <-> bfloat16 (on AVX512-BF16 where the CPU has it)
 //   runtime.h      tensor helpers, SavedMemory (the saved tensors' pool), ThreadSums, Schedule
 //   layer_norm.h   one row's layer norm, forward and backward
 //   lstm_cell.h    the LSTM's shape, parameters and per-row cell math, forward and backward
@@ -151,6 +152,38 @@ std::vector<Tensor> bf16_cell_activations(const Tensor& x_) {
   activations_bf16(x.data_ptr<float>(), x.numel(), sigmoids.data_ptr<float>(),
                    tanhs.data_ptr<float>());
   return {sigmoids, tanhs};
+}
+
+bool set_native_bf16(bool on) {
+  TORCH_CHECK(!on || native_bf16_supported(),
+              "cellstate cpu kernel: this CPU (or build) has no AVX512-BF16; the bfloat16 "
+              "rounding runs on AVX-512F or scalar code");
+  return native_bf16_switch().exchange(on);
+}
+
+Tensor bf16_round_bits(const Tensor& x_, bool native) {
+  TORCH_CHECK(x_.scalar_type() == at::kFloat, "bf16_round_bits: float32 only, got ",
+              x_.scalar_type());
+  TORCH_CHECK(!native || native_bf16_supported(),
+              "bf16_round_bits: this CPU (or build) has no AVX512-BF16");
+  const Tensor x = x_.contiguous();
+  Tensor bits = at::empty(x.sizes(), x.options().dtype(at::kShort));
+  const float* in = x.data_ptr<float>();
+  auto* out = reinterpret_cast<uint16_t*>(bits.data_ptr<int16_t>());
+#ifdef __AVX512F__
+  if (native) {
+    bf16x16::round_to_bf16_native(in, x.numel(), out);
+    return bits;
+  }
+  for (int64_t i = 0; i < x.numel(); i += 16) {
+    const int64_t n = std::min<int64_t>(16, x.numel() - i);
+    const __mmask16 k = __mmask16((1u << n) - 1);
+    _mm256_mask_storeu_epi16(out + i, k, bf16x16::round(_mm512_maskz_loadu_ps(k, in + i)));
+  }
+#else
+  for (int64_t i = 0; i < x.numel(); ++i) out[i] = bf16_round(in[i]);
+#endif
+  return bits;
 }
 
 // ---- entry points (entry_points.h; bound in bindings.cpp) ----------------------------------

@@ -78,6 +78,7 @@ struct LSTMForward {
   T* hh;                   // (B, H): o tanh(c), before the projection
   T* h_new;                // (B, P): h~_t before zoneout (hh itself without a projection)
   bool bf16_cell;          // bfloat16 products: the cell on bf16_cell.h's vectorised math
+  bool native_bf16;        // and its bfloat16 rounding on AVX512-BF16 (bf16_round.h)
 
   // Saved tensors are indexed by step; their single-step scratch versions by step 0.
   int64_t at_step(int64_t t) const { return save ? t : 0; }
@@ -169,7 +170,8 @@ struct LSTMForward {
     if constexpr (std::is_same_v<T, float>) {
       if (bf16_cell) {  // and hh (without layer norm on c) and the saved gates in the same pass
         cell_forward_row_bf16<FG, PEEP>(s, q, bias, a, c + b * H, c_new,
-                                        q.ln_c_w ? nullptr : hh_b, saved);
+                                        q.ln_c_w ? nullptr : hh_b, saved,
+                                        records || q.ln_c_w, native_bf16);
         if (!q.ln_c_w) return;
       }
     }
@@ -348,7 +350,8 @@ std::vector<Tensor> lstm_forward_impl(const Tensor& x_, const Tensor& h0, const 
       mask ? h_in_buf.data_ptr<T>() : h_p,
       proj ? hh_buf.data_ptr<T>() : h_new_p,
       h_new_p,
-      bf16 && kBF16Cell};
+      bf16 && kBF16Cell,
+      bf16 && kBF16Cell && native_bf16()};
     schedule.run(B, [&](int64_t b0, int64_t b1, auto rows) {
       for (int64_t t = 0; t < T_; ++t) forward.step(t, b0, b1, rows);
     });
