@@ -30,7 +30,8 @@ import torch
 # name: (task, length or None, the paper's sequences (None: no figure), budget, model).
 # Budgets: the paper's figure (the target is to beat it), adding T=1000 the 200,000 target,
 # adding T=10,000 the 100,000 target; copy (no 1997 figure) 500,000 (T=100 with its defaults,
-# hidden 128 and the lr cut on plateaus, meets its criterion, symbol error below 1%, within it);
+# hidden 128 and the lr cut on plateaus, meets its criterion, symbol error below 1%, within it),
+# T=1000 3,000,000 (seed 1 was at 1.7% symbol error at 2,000,000: RESULTS.md);
 # long-lag the paper's 5,040 plus the 10,000 successive correct
 # sequences its criterion needs (which cellstate counts); the plain-RNN cells find the longest
 # lag at which an RNN still solves adding.
@@ -47,7 +48,7 @@ CELLS: dict[str, tuple[str, int | None, int | None, int, str]] = {
     "multiplication": ("multiplication", 100, 482_000, 482_000, "lstm"),
     "long-lag": ("long-lag", 100, 5_040, 15_040, "lstm"),
     "copy-100": ("copy", 100, None, 500_000, "lstm"),
-    "copy-1000": ("copy", 1000, None, 500_000, "lstm"),
+    "copy-1000": ("copy", 1000, None, 3_000_000, "lstm"),
     "temporal-order": ("temporal-order", 100, 31_390, 31_390, "lstm"),
     "temporal-order-3": ("temporal-order-3", 100, 571_100, 571_100, "lstm"),
     "long-lag-distractors-1000": ("long-lag-distractors", 1000, 49_000, 49_000, "lstm"),
