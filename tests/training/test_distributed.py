@@ -3,13 +3,15 @@ training on the same global batches."""
 
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from cellstate.training.config import ModelConfig, RunConfig, TaskConfig, TrainingConfig
-from cellstate.training.distributed import close_world, init_world
+from cellstate.training.distributed import close_world, exit_rank, init_world
 from cellstate.training.trainer import Trainer
 from tests.differential import EXACT, FLOAT64_KERNEL
 
@@ -36,6 +38,7 @@ def _rank(rank: int, port: int, task: str, length: int | None, out: str) -> None
         torch.save(trainer.model.state_dict(), os.path.join(out, f"rank{rank}.pt"))
     finally:
         close_world(world)
+    exit_rank(0)  # as `cellstate train` ends a rank (why: exit_rank's docstring)
 
 
 def _free_port() -> int:
@@ -63,3 +66,18 @@ def test_two_ranks_equal_one_process(tmp_path, task, length):
         "result.json",
     ]
     assert (run / "metrics.jsonl").read_text().count("\n") == 2
+
+
+def test_cellstate_train_under_torchrun_exits_zero_with_its_report(tmp_path):
+    """The user's command: two ranks of `cellstate train` under torchrun finish with exit code 0
+    (a rank leaves through exit_rank) after rank 0 has printed its one-line report."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    command += ["-m", "cellstate.cli.main", "train", "--task", "adding", "--length", "11"]
+    command += ["--hidden", "5", "--batch-size", "8", "--max-sequences", "64", "--eval-every", "32"]
+    command += ["--test-size", "64", "--quiet", "--out", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("results in") == 1, done.stdout
+    assert (out / "result.json").is_file()

@@ -38,7 +38,7 @@ from cellstate.training.config import (
     TaskConfig,
     TrainingConfig,
 )
-from cellstate.training.distributed import close_world, init_world
+from cellstate.training.distributed import World, close_world, exit_rank, init_world
 from cellstate.training.divergence import Diverged
 from cellstate.training.run_dir import RUN_FILES, check_writable, start_fresh
 from cellstate.training.trainer import Result, ResumeError, Trainer
@@ -225,21 +225,29 @@ def run(args: argparse.Namespace) -> int:
               "resume); starting afresh", file=sys.stderr)  # fmt: skip
     world = init_world(t.device)
     try:
-        if args.force and not args.resume and world.is_main:
-            start_fresh(out, RUN_FILES)
-        try:
-            trainer = Trainer(config, out, resume=args.resume, progress=not args.quiet, world=world)
-        except (ResumeError, ValueError) as error:
-            return usage_error("train", error)
-        try:
-            result = trainer.run()
-        except (Diverged, OSError) as error:  # a NaN loss, a full disk: one line, not a trace
-            return usage_error("train", error)
-        if result is None:
-            return 128 + signal.Signals[trainer.stop_signal or "SIGINT"].value
-        if world.is_main:
-            print(describe(result))
-            print(f"results in {out}")
-        return 0
+        code = _train(config, out, args, world)
     finally:
         close_world(world)
+    if world.distributed:
+        exit_rank(code)
+    return code
+
+
+def _train(config: RunConfig, out: Path, args: argparse.Namespace, world: World) -> int:
+    """Train in `out` as this rank of `world`: the exit code."""
+    if args.force and not args.resume and world.is_main:
+        start_fresh(out, RUN_FILES)
+    try:
+        trainer = Trainer(config, out, resume=args.resume, progress=not args.quiet, world=world)
+    except (ResumeError, ValueError) as error:
+        return usage_error("train", error)
+    try:
+        result = trainer.run()
+    except (Diverged, OSError) as error:  # a NaN loss, a full disk: one line, not a trace
+        return usage_error("train", error)
+    if result is None:
+        return 128 + signal.Signals[trainer.stop_signal or "SIGINT"].value
+    if world.is_main:
+        print(describe(result))
+        print(f"results in {out}")
+    return 0
