@@ -112,19 +112,22 @@ def test_informative_flag_reaches_the_task_and_the_run_resumes(tmp_path, capsys,
 
 def test_the_learning_grids_copy_cells_train_with_copys_defaults(tmp_path):
     """benchmarks/learning.py passes no model or lr flags, so its copy cells get hidden 128 and
-    the lr decay (TASK_DEFAULTS), the settings RESULTS.md's copy runs were measured with."""
+    the lr decay (TASK_DEFAULTS), the settings RESULTS.md's copy runs were measured with; T = 1000
+    runs at batch 16 (its row's command), T = 100 at the default 32."""
     path = Path(__file__).parents[2] / "benchmarks" / "learning.py"
     spec = importlib.util.spec_from_file_location("learning_grid", path)
     learning = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(learning)
-    for cell in ("copy-100", "copy-1000"):
+    for cell, batch_size in (("copy-100", 32), ("copy-1000", 16)):
         argv = learning.command(cell, 1, tmp_path, [])
         args = build_parser().parse_args(argv[argv.index("train") :])
         config = config_from_args(args)
-        assert (config.model.hidden, config.training.lr, config.training.lr_decay) == (
+        training = config.training
+        assert (config.model.hidden, training.lr, training.lr_decay, training.batch_size) == (
             128,
             0.01,
             0.3,
+            batch_size,
         )
 
 
